@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up
+# .venv on first use and are safe to repeat.
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint typecheck unit clean
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml | $(PYTHON)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(PYTHON)
+	$(PIP) install -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(VENV)/bin/mqttish -c config/mqttish.yaml
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(PYTHON) -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest: no tests collected"; status=0; fi; \
+	exit $$status
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

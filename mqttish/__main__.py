@@ -1,0 +1,5 @@
+import sys
+
+from mqttish.cli import main
+
+sys.exit(main())

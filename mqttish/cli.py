@@ -1,0 +1,93 @@
+"""Command line: `mqttish [serve] [-c FILE] [-p PORT] [-v]`, `mqttish pub`, `mqttish sub`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from mqttish import __version__
+from mqttish.config import Config, ConfigError, load_config
+from mqttish.server import Server
+from mqttish.transport.listeners import StartupError
+
+log = logging.getLogger("mqttish")
+
+SUBCOMMANDS = ("serve", "pub", "sub")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqttish", description="An MQTT 3.1.1 and 5.0 broker.",
+        epilog="Subcommands: 'mqttish pub --help', 'mqttish sub --help'.",
+    )
+    parser.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
+    parser.add_argument("-p", "--port", type=int, help="port of the first listener")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"mqttish {__version__}")
+    return parser
+
+
+def apply_overrides(config: Config, port: int | None) -> Config:
+    if port is None:
+        return config
+    first = dataclasses.replace(config.listeners[0], port=port)
+    return dataclasses.replace(config, listeners=(first, *config.listeners[1:]))
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    args = serve_parser().parse_args(argv)
+    try:
+        config = apply_overrides(load_config(args.config), args.port)
+    except ConfigError as exc:
+        print(f"mqttish: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("debug" if args.verbose else config.log_level)
+    status = 0
+    try:
+        trio.run(_serve_until_signalled, config)
+    except* StartupError as group:
+        for error in group.exceptions:
+            print(f"mqttish: {error}", file=sys.stderr)
+        status = 1
+    return status
+
+
+async def _serve_until_signalled(config: Config) -> None:
+    server = Server(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            async for signum in signals:
+                log.info("received %s", signal.Signals(signum).name)
+                server.request_shutdown()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args and args[0] in SUBCOMMANDS else "serve"
+    if args and args[0] in SUBCOMMANDS:
+        args = args[1:]
+    if command == "serve":
+        return serve_main(args)
+    from mqttish.client import cli as client_cli
+
+    return client_cli.main(command, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Broker configuration: frozen dataclasses, loaded from YAML with precise errors.
+
+Every key a user can write is a dataclass field here, with its default. Loading
+is strict: an unknown key or a value of the wrong type raises `ConfigError`
+naming the key path (`listeners[0].port: expected integer, got 'abc'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the path of the offending key."""
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One socket the broker accepts clients on."""
+
+    port: int = 1883
+    bind: str | None = None  # None: loopback unless authentication is configured
+    protocol: Literal["mqtt", "websocket"] = "mqtt"
+    max_connections: int = 0  # 0: unlimited
+
+
+@dataclass(frozen=True)
+class Config:
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    allow_anonymous: bool | None = None  # None: only while listening on loopback
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    connect_timeout: float = 10.0
+    max_keepalive: int = 65535
+    max_packet_size: int = 1_048_576
+    max_inflight_messages: int = 20
+    max_queued_messages: int = 1000
+    max_queued_bytes: int = 0  # 0: no byte limit, only the message count
+    queue_qos0_messages: bool = False
+    retain_available: bool = True
+    max_qos: Literal[0, 1, 2] = 2
+    topic_alias_maximum: int = 10
+    persistent_client_expiration: float | None = None  # seconds; None: never
+    sys_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        for index, listener in enumerate(self.listeners):
+            if not 0 <= listener.port <= 65535:
+                raise ConfigError(f"listeners[{index}].port: must be between 0 and 65535")
+            exposed = listener.bind not in (None, LOOPBACK, "localhost", "::1")
+            if exposed and not self.allow_anonymous:
+                raise ConfigError(
+                    f"listeners[{index}].bind: listening on {listener.bind} without "
+                    "authentication requires 'allow_anonymous: true'"
+                )
+        for name in ("max_packet_size", "max_inflight_messages", "max_queued_messages"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1")
+        if self.max_packet_size > 268_435_460:
+            raise ConfigError("max_packet_size: must be at most 268435460")
+        if not 0 < self.max_keepalive <= 65535:
+            raise ConfigError("max_keepalive: must be between 1 and 65535")
+        if self.max_inflight_messages > 65535:
+            raise ConfigError("max_inflight_messages: must be at most 65535")
+
+    def bind_address(self, listener: ListenerConfig) -> str:
+        """Where a listener binds: like Mosquitto 2, loopback only unless told otherwise."""
+        if listener.bind is not None:
+            return listener.bind
+        return ALL_INTERFACES if self.allow_anonymous else LOOPBACK
+
+
+DEFAULT_CONFIG_PATH = Path(__file__).parent.parent / "config" / "mqttish.yaml"
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a YAML file (or use the defaults for None) into a validated Config."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    return typing.cast(Config, _build(Config, raw, ""))
+
+
+_SCALARS: dict[type, Callable[[Any], bool]] = {
+    bool: lambda value: isinstance(value, bool),
+    int: lambda value: isinstance(value, int) and not isinstance(value, bool),
+    float: lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    str: lambda value: isinstance(value, str),
+}
+
+
+def _type_name(kind: Any) -> str:
+    names = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    return names.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _build(kind: Any, value: Any, path: str) -> Any:
+    """Convert a YAML value to `kind`, or raise ConfigError at `path`."""
+    where = path or "config"
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _build(option, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        allowed = typing.get_args(kind)
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            choices = ", ".join(repr(option) for option in allowed)
+            raise ConfigError(f"{where}: expected one of {choices}, got {value!r}")
+        return value
+    if origin is tuple:
+        item_kind = typing.get_args(kind)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_build(item_kind, item, f"{path}[{i}]") for i, item in enumerate(value))
+    if dataclasses.is_dataclass(kind):
+        return _build_dataclass(kind, value, path)
+    accepts = _SCALARS.get(kind)
+    if accepts is not None and accepts(value):
+        return float(value) if kind is float else value
+    raise ConfigError(f"{where}: expected {_type_name(kind)}, got {value!r}")
+
+
+def _build_dataclass(kind: Any, value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {value!r}")
+    hints = typing.get_type_hints(kind)
+    known = {f.name for f in dataclasses.fields(kind) if f.init}
+    arguments = {}
+    for key, item in value.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key_path}: unknown key{hint}")
+        arguments[key] = _build(hints[key], item, key_path)
+    try:
+        return kind(**arguments)
+    except ConfigError as exc:
+        if path:
+            raise ConfigError(f"{path}.{exc}") from None
+        raise
+
+
+__all__ = ["Config", "ConfigError", "ListenerConfig", "load_config", "parse_config"]

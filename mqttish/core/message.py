@@ -1,0 +1,89 @@
+"""Application messages, and the bytes they become on the wire.
+
+A `Message` is created once per PUBLISH and shared by every delivery of it.
+It caches its encoded form per (protocol version, QoS, retain flag), so
+fanning one message out to a thousand subscribers encodes it once: QoS 0
+deliveries share whole packets, QoS 1/2 deliveries share everything but the
+two bytes of the packet identifier.
+"""
+
+from __future__ import annotations
+
+from mqttish.protocol import properties as P
+from mqttish.protocol.packets import MQTT_5, Publish
+from mqttish.protocol.properties import NO_PROPERTIES, Properties, encode_properties
+from mqttish.protocol.wire import encode_string, encode_varint
+
+
+class Message:
+    """One published message: what every subscriber receives a copy of."""
+
+    __slots__ = ("_frames", "expires_at", "origin", "payload", "properties", "qos", "retain",
+                 "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties = NO_PROPERTIES,
+        expires_at: float | None = None,
+        origin: str | None = None,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        # Properties forwarded to subscribers: never topic alias or subscription ids.
+        self.properties = properties
+        self.expires_at = expires_at  # absolute time on the broker's clock, from Message Expiry
+        self.origin = origin  # client id of the publisher, for No Local
+        self._frames: dict[int, tuple[bytes, bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"Message({self.topic!r}, {self.payload[:32]!r}, qos={self.qos})"
+
+    @property
+    def size(self) -> int:
+        return len(self.topic) + len(self.payload)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def remaining_expiry(self, now: float) -> int | None:
+        if self.expires_at is None:
+            return None
+        return max(0, int(self.expires_at - now + 0.999))
+
+    def frame(self, version: int, qos: int, retain: bool) -> tuple[bytes, bytes]:
+        """The PUBLISH packet split around its packet identifier: (head, tail).
+
+        For QoS 0 there is no identifier and head + tail is the whole packet.
+        Only valid when the delivery adds no properties of its own.
+        """
+        key = (version << 3) | (qos << 1) | retain
+        frames = self._frames
+        cached = frames.get(key)
+        if cached is None:
+            topic = encode_string(self.topic)
+            if version == MQTT_5:
+                tail = encode_properties(self.properties, P.PUBLISH) + self.payload
+            else:
+                tail = self.payload
+            remaining = len(topic) + (2 if qos else 0) + len(tail)
+            first = 0x30 | (qos << 1) | retain
+            head = bytes((first,)) + encode_varint(remaining) + topic
+            cached = frames[key] = (head, tail)
+        return cached
+
+    def to_publish(
+        self,
+        qos: int,
+        retain: bool,
+        packet_id: int | None = None,
+        dup: bool = False,
+        properties: Properties | None = None,
+    ) -> Publish:
+        return Publish(self.topic, self.payload, qos, retain, dup, packet_id,
+                       self.properties if properties is None else properties)

@@ -1,0 +1,164 @@
+"""Sessions: the state of one client id that outlives its network connections.
+
+A session owns its subscriptions, a bounded queue of deliveries not yet sent,
+the QoS 1/2 deliveries in flight (by packet identifier), the packet ids of
+QoS 2 messages received but not yet released, and its will. The connection
+attached to it (if any) turns queued deliveries into bytes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from mqttish.core.message import Message
+from mqttish.protocol.packets import Will
+
+if TYPE_CHECKING:
+    from mqttish.core.connection import Connection
+    from mqttish.core.subscriptions import SharedGroup, Subscription
+
+NEVER_EXPIRES = 0xFFFFFFFF
+
+
+class DeliveryState(Enum):
+    QUEUED = 0
+    AWAITING_PUBACK = 1
+    AWAITING_PUBREC = 2
+    AWAITING_PUBCOMP = 3
+
+
+class Delivery:
+    """One message on its way to one session, at the QoS it was granted."""
+
+    __slots__ = ("group", "message", "packet_id", "qos", "retain", "state", "subscription_ids")
+
+    def __init__(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...] = (),
+        group: SharedGroup | None = None,
+    ) -> None:
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.subscription_ids = subscription_ids
+        self.group = group  # the shared subscription group that chose this session, if any
+        self.packet_id = 0
+        self.state = DeliveryState.QUEUED
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.message!r}, qos={self.qos}, {self.state.name}, id={self.packet_id})"
+
+
+class SessionLimits(Protocol):
+    """The configuration a session's queue obeys (Config provides it)."""
+
+    @property
+    def max_queued_messages(self) -> int: ...
+
+    @property
+    def max_queued_bytes(self) -> int: ...
+
+    @property
+    def queue_qos0_messages(self) -> bool: ...
+
+
+class Session:
+    __slots__ = (
+        "_next_packet_id", "client_id", "connection", "dropped", "expires_at", "expiry_interval",
+        "incoming_qos2", "inflight", "limits", "queue", "queued_bytes", "subscriptions",
+        "username", "will", "will_at",
+    )
+
+    def __init__(self, client_id: str, limits: SessionLimits) -> None:
+        self.client_id = client_id
+        self.limits = limits
+        self.subscriptions: dict[str, Subscription] = {}
+        self.connection: Connection | None = None
+        self.queue: deque[Delivery] = deque()
+        self.queued_bytes = 0
+        self.inflight: dict[int, Delivery] = {}
+        self.incoming_qos2: set[int] = set()
+        self.expiry_interval = 0
+        self.expires_at: float | None = None
+        self.will: Will | None = None
+        self.will_at: float | None = None
+        self.username: str | None = None
+        self.dropped = 0
+        self._next_packet_id = 1
+
+    def __repr__(self) -> str:
+        state = "online" if self.connection is not None else "offline"
+        return f"Session({self.client_id!r}, {state}, queued={len(self.queue)})"
+
+    @property
+    def persistent(self) -> bool:
+        return self.expiry_interval > 0
+
+    def enqueue(self, delivery: Delivery) -> bool:
+        """Queue a delivery; False if the session's bounds made us drop it."""
+        connection = self.connection
+        limits = self.limits
+        if connection is None and delivery.qos == 0 and not limits.queue_qos0_messages:
+            return False
+        queue = self.queue
+        if len(queue) >= limits.max_queued_messages:
+            self.dropped += 1
+            return False
+        if limits.max_queued_bytes:
+            size = delivery.message.size
+            if self.queued_bytes + size > limits.max_queued_bytes:
+                self.dropped += 1
+                return False
+            self.queued_bytes += size
+        queue.append(delivery)
+        if connection is not None:
+            connection.notify()
+        return True
+
+    def pop_queued(self) -> Delivery:
+        delivery = self.queue.popleft()
+        if self.limits.max_queued_bytes:
+            self.queued_bytes -= delivery.message.size
+        return delivery
+
+    def start_flight(self, delivery: Delivery) -> int:
+        """Give a QoS 1/2 delivery a free packet identifier and record it as in flight."""
+        inflight = self.inflight
+        packet_id = self._next_packet_id
+        while packet_id in inflight:
+            packet_id = packet_id % 0xFFFF + 1
+        self._next_packet_id = packet_id % 0xFFFF + 1
+        delivery.packet_id = packet_id
+        delivery.state = (
+            DeliveryState.AWAITING_PUBACK if delivery.qos == 1 else DeliveryState.AWAITING_PUBREC
+        )
+        inflight[packet_id] = delivery
+        return packet_id
+
+    def acknowledge(self, packet_id: int, expected: DeliveryState) -> Delivery | None:
+        """Complete (PUBACK, PUBCOMP) a flight in the expected state; None if there is none."""
+        delivery = self.inflight.get(packet_id)
+        if delivery is None or delivery.state is not expected:
+            return None
+        del self.inflight[packet_id]
+        return delivery
+
+    def received(self, packet_id: int) -> Delivery | None:
+        """A PUBREC arrived: the QoS 2 delivery now awaits PUBCOMP."""
+        delivery = self.inflight.get(packet_id)
+        if delivery is None or delivery.state is not DeliveryState.AWAITING_PUBREC:
+            return None
+        delivery.state = DeliveryState.AWAITING_PUBCOMP
+        return delivery
+
+    def clear(self) -> None:
+        """Forget all messages: the session starts over (clean start)."""
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.inflight.clear()
+        self.incoming_qos2.clear()

@@ -1,0 +1,221 @@
+"""The subscription tree: which sessions want a message published on a topic.
+
+Theory of operation: filters are stored in a trie keyed by topic level, with
+`+` and `#` as ordinary children. Matching a topic walks the trie one level at
+a time, following the exact level, `+` and `#`, so its cost grows with the
+topic's depth, not with the number of subscriptions. Topics that start with
+`$` are never matched by a wildcard in the first level [MQTT-4.7.2-1].
+
+A match is aggregated per session (overlapping subscriptions deliver once, at
+the highest QoS, with every subscription identifier) and cached per topic;
+any change to the tree clears the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mqttish.core.session import Session
+from mqttish.protocol.packets import RetainHandling
+from mqttish.protocol.topics import parse_shared
+
+MATCH_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One topic filter of one session, with its options."""
+
+    session: Session
+    topic_filter: str  # as the client sent it, including any $share/<group>/ prefix
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE
+    identifier: int | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self.session.client_id
+
+
+class SharedGroup:
+    """The members of one shared subscription `$share/<name>/<filter>`."""
+
+    __slots__ = ("_turn", "members", "name", "topic_filter")
+
+    def __init__(self, name: str, topic_filter: str) -> None:
+        self.name = name
+        self.topic_filter = topic_filter
+        self.members: dict[str, Subscription] = {}
+        self._turn = 0
+
+    def __repr__(self) -> str:
+        return f"SharedGroup({self.name!r}, {self.topic_filter!r}, members={len(self.members)})"
+
+    def pick(self) -> Subscription | None:
+        """The member to receive the next message: round robin over connected members."""
+        members = list(self.members.values())
+        count = len(members)
+        for step in range(count):
+            candidate = members[(self._turn + step) % count]
+            if candidate.session.connection is not None:
+                self._turn = (self._turn + step + 1) % count
+                return candidate
+        return members[self._turn % count] if members else None
+
+
+class Target:
+    """One session's aggregated interest in one topic."""
+
+    __slots__ = ("no_local", "qos", "retain_as_published", "session", "subscription_ids",
+                 "subscriptions")
+
+    def __init__(self, session: Session, subscriptions: list[Subscription]) -> None:
+        self.session = session
+        self.subscriptions = subscriptions
+        self.qos = max(sub.qos for sub in subscriptions)
+        self.retain_as_published = any(sub.retain_as_published for sub in subscriptions)
+        self.subscription_ids = tuple(
+            sub.identifier for sub in subscriptions if sub.identifier is not None
+        )
+        self.no_local = any(sub.no_local for sub in subscriptions)
+
+    def without_no_local(self) -> Target | None:
+        """This target as seen by its own publisher: No Local subscriptions left out."""
+        kept = [sub for sub in self.subscriptions if not sub.no_local]
+        return Target(self.session, kept) if kept else None
+
+
+class Match:
+    __slots__ = ("groups", "targets")
+
+    def __init__(self, targets: list[Target], groups: list[SharedGroup]) -> None:
+        self.targets = targets
+        self.groups = groups
+
+
+class _Node:
+    __slots__ = ("children", "groups", "subscribers")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.subscribers: dict[str, Subscription] = {}
+        self.groups: dict[str, SharedGroup] = {}
+
+    def empty(self) -> bool:
+        return not (self.children or self.subscribers or self.groups)
+
+
+class SubscriptionTree:
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._cache: dict[str, Match] = {}
+        self.count = 0
+
+    def add(self, subscription: Subscription) -> bool:
+        """Add or replace a subscription; True if it is new."""
+        shared = parse_shared(subscription.topic_filter)
+        topic_filter = shared.topic_filter if shared else subscription.topic_filter
+        node = self._root
+        for level in topic_filter.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node()
+            node = child
+        if shared:
+            group = node.groups.get(shared.group)
+            if group is None:
+                group = node.groups[shared.group] = SharedGroup(shared.group, topic_filter)
+            members = group.members
+        else:
+            members = node.subscribers
+        is_new = subscription.client_id not in members
+        members[subscription.client_id] = subscription
+        self.count += is_new
+        self._cache.clear()
+        return is_new
+
+    def remove(self, client_id: str, subscribed_filter: str) -> bool:
+        """Remove one subscription; True if it existed."""
+        shared = parse_shared(subscribed_filter)
+        topic_filter = shared.topic_filter if shared else subscribed_filter
+        path = [self._root]
+        for level in topic_filter.split("/"):
+            child = path[-1].children.get(level)
+            if child is None:
+                return False
+            path.append(child)
+        node = path[-1]
+        if shared:
+            group = node.groups.get(shared.group)
+            if group is None or group.members.pop(client_id, None) is None:
+                return False
+            if not group.members:
+                del node.groups[shared.group]
+        elif node.subscribers.pop(client_id, None) is None:
+            return False
+        self.count -= 1
+        self._cache.clear()
+        levels = topic_filter.split("/")
+        for depth in range(len(levels), 0, -1):
+            if not path[depth].empty():
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+        return True
+
+    def match(self, topic: str) -> Match:
+        cached = self._cache.get(topic)
+        if cached is not None:
+            return cached
+        if len(self._cache) >= MATCH_CACHE_SIZE:
+            self._cache.clear()
+        result = self._cache[topic] = self._match(topic)
+        return result
+
+    def _match(self, topic: str) -> Match:
+        found: list[_Node] = []
+        nodes = [self._root]
+        wildcards_allowed = not topic.startswith("$")
+        for level in topic.split("/"):
+            next_nodes = []
+            for node in nodes:
+                children = node.children
+                if not children:
+                    continue
+                if wildcards_allowed:
+                    multi = children.get("#")
+                    if multi is not None:
+                        found.append(multi)
+                    single = children.get("+")
+                    if single is not None:
+                        next_nodes.append(single)
+                exact = children.get(level)
+                if exact is not None:
+                    next_nodes.append(exact)
+            wildcards_allowed = True
+            nodes = next_nodes
+            if not nodes:
+                break
+        for node in nodes:
+            found.append(node)
+            parent_match = node.children.get("#")  # "a/#" also matches "a"
+            if parent_match is not None:
+                found.append(parent_match)
+        return self._aggregate(found)
+
+    @staticmethod
+    def _aggregate(nodes: list[_Node]) -> Match:
+        by_session: dict[str, list[Subscription]] = {}
+        groups: list[SharedGroup] = []
+        for node in nodes:
+            for client_id, subscription in node.subscribers.items():
+                existing = by_session.get(client_id)
+                if existing is None:
+                    by_session[client_id] = [subscription]
+                else:
+                    existing.append(subscription)
+            if node.groups:
+                groups.extend(node.groups.values())
+        targets = [Target(subs[0].session, subs) for subs in by_session.values()]
+        return Match(targets, groups)

@@ -1,0 +1,1 @@
+"""Where sessions and retained messages are kept between broker runs."""

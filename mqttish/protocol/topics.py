@@ -1,0 +1,81 @@
+"""Topic names and topic filters (MQTT section 4.7), and shared subscriptions (4.8.2)."""
+
+from dataclasses import dataclass
+
+from mqttish.errors import RemoteProtocolError
+from mqttish.protocol.reason_codes import ReasonCode
+
+SHARE_PREFIX = "$share/"
+
+
+def _invalid_name(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, ReasonCode.TOPIC_NAME_INVALID)
+
+
+def _invalid_filter(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, ReasonCode.TOPIC_FILTER_INVALID)
+
+
+def validate_topic_name(topic: str) -> None:
+    """A topic name a PUBLISH may carry: non-empty, no wildcards."""
+    if not topic:
+        raise _invalid_name("[MQTT-4.7.3-1] topic name must be at least one character")
+    if "+" in topic or "#" in topic:
+        raise _invalid_name("[MQTT-3.3.2-2] topic name must not contain wildcards")
+
+
+def validate_topic_filter(topic_filter: str) -> None:
+    """A filter a SUBSCRIBE may carry: wildcards only as whole levels, '#' last."""
+    if not topic_filter:
+        raise _invalid_filter("[MQTT-4.7.3-1] topic filter must be at least one character")
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return
+    levels = topic_filter.split("/")
+    last = len(levels) - 1
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != last):
+            raise _invalid_filter(
+                "[MQTT-4.7.1-2] '#' must occupy a whole level and be the last one"
+            )
+        if "+" in level and level != "+":
+            raise _invalid_filter("[MQTT-4.7.1-3] '+' must occupy a whole level")
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFilter:
+    group: str
+    topic_filter: str
+
+
+def parse_shared(topic_filter: str) -> SharedFilter | None:
+    """Split `$share/<group>/<filter>`; None for an ordinary filter."""
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    rest = topic_filter[len(SHARE_PREFIX):]
+    group, sep, inner = rest.partition("/")
+    if not sep or not group or not inner:
+        raise _invalid_filter("[MQTT-4.8.2-1] shared subscription needs $share/<group>/<filter>")
+    if "+" in group or "#" in group:
+        raise _invalid_filter("[MQTT-4.8.2-2] share name must not contain wildcards")
+    validate_topic_filter(inner)
+    return SharedFilter(group, inner)
+
+
+def has_wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """Whether one filter matches one topic name; the reference the tree is tested against."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    for index, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if index >= len(topic_levels):
+            return False
+        if level != "+" and level != topic_levels[index]:
+            return False
+    return len(filter_levels) == len(topic_levels)

@@ -1,0 +1,116 @@
+"""Shared fixtures: a real broker on 127.0.0.1, in a background thread or in the test's trio run.
+
+Synchronous tests (paho-mqtt, mosquitto_pub/sub) use `broker` / `start_broker`,
+which run the server with its own trio loop in a thread. Trio tests use
+`trio_broker`, which runs it in the test's own nursery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from mqttish.config import Config, ListenerConfig
+from mqttish.core.broker import Broker
+from mqttish.persistence.store import Store
+from mqttish.server import Server
+
+TEST_CONFIG = Config(listeners=(ListenerConfig(port=0),), connect_timeout=5.0)
+
+
+def make_config(**overrides: Any) -> Config:
+    return dataclasses.replace(TEST_CONFIG, **overrides)
+
+
+class BrokerThread:
+    """A broker serving from a background thread; `port` is its first listener's port."""
+
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.server: Server | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.ports[0]
+
+    @property
+    def ports(self) -> list[int]:
+        assert self.server is not None
+        return self.server.ports
+
+    @property
+    def broker(self) -> Broker:
+        assert self.server is not None and self.server.broker is not None
+        return self.server.broker
+
+    def start(self) -> BrokerThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError("broker did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run `function(*args)` on the broker's trio thread (the core is not thread-safe)."""
+        return trio.from_thread.run_sync(function, *args, trio_token=self._token)
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self.server is not None:
+            self.call(self.server.request_shutdown)
+            self._thread.join(15)
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # reported to the test thread
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        broker = Broker(self.config, self.store, now=trio.current_time())
+        self.server = Server(self.config, broker)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.server.run)
+            self._ready.set()
+
+
+@pytest.fixture
+def start_broker() -> Iterator[Callable[..., BrokerThread]]:
+    """Start brokers with config overrides; all are stopped after the test."""
+    started: list[BrokerThread] = []
+
+    def start(store: Store | None = None, **overrides: Any) -> BrokerThread:
+        broker = BrokerThread(make_config(**overrides), store).start()
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(start_broker: Callable[..., BrokerThread]) -> BrokerThread:
+    return start_broker()
+
+
+@pytest.fixture
+async def trio_broker(nursery: trio.Nursery) -> AsyncIterator[Server]:
+    """A broker in the test's own trio run (for tests written with mqttish.client)."""
+    server = Server(TEST_CONFIG)
+    await nursery.start(server.run)
+    yield server
+    server.request_shutdown()

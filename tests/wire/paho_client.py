@@ -1,0 +1,124 @@
+"""paho-mqtt 2.x clients for wire tests, with blocking waits that time out instead of sleeping."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+TIMEOUT = 5.0
+V311 = mqtt.MQTTv311
+V5 = mqtt.MQTTv5
+
+
+class PahoClient:
+    """A connected paho client whose received messages land in a queue."""
+
+    def __init__(self, port: int, client_id: str = "", *, protocol: int = V311,
+                 clean_session: bool = True, keepalive: int = 60,
+                 will: tuple[str, bytes, int, bool] | None = None,
+                 connect: bool = True, properties: Properties | None = None,
+                 clean_start: bool = True, transport: str = "tcp") -> None:
+        kwargs: dict[str, Any] = {"client_id": client_id, "protocol": protocol,
+                                  "transport": transport}
+        if protocol != V5:
+            kwargs["clean_session"] = clean_session
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
+        self.port = port
+        self.protocol = protocol
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.connect_flags: dict[str, Any] = {}
+        self.connect_reason: ReasonCode | None = None
+        self.connack_properties: Properties | None = None
+        self.disconnect_reason: ReasonCode | None = None
+        self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
+        self.acked: queue.Queue[int] = queue.Queue()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
+        self.client.on_unsubscribe = lambda *args: None
+        if will is not None:
+            topic, payload, qos, retain = will
+            self.client.will_set(topic, payload, qos, retain)
+        if connect:
+            self.connect(keepalive, properties, clean_start)
+
+    def connect(self, keepalive: int = 60, properties: Properties | None = None,
+                clean_start: bool = True) -> None:
+        kwargs: dict[str, Any] = {"keepalive": keepalive}
+        if self.protocol == V5:
+            kwargs["clean_start"] = clean_start
+            kwargs["properties"] = properties
+        self.client.connect("127.0.0.1", self.port, **kwargs)
+        self.client.loop_start()
+        assert self.connected.wait(TIMEOUT), "no CONNACK"
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        self.connect_flags = {"session_present": flags.session_present}
+        self.connect_reason = reason
+        self.connack_properties = properties
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode,
+                       properties: Properties | None) -> None:
+        self.disconnect_reason = reason
+        self.disconnected.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.messages.put(message)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        self.subacks.put(codes)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        self.acked.put(mid)
+
+    def subscribe(self, topic: str, qos: int = 0, **kwargs: Any) -> list[ReasonCode]:
+        if self.protocol == V5:
+            options = mqtt.SubscribeOptions(qos=qos, **kwargs)
+            self.client.subscribe(topic, options=options)
+        else:
+            self.client.subscribe(topic, qos)
+        return self.subacks.get(timeout=TIMEOUT)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None, wait: bool = True) -> None:
+        info = self.client.publish(topic, payload, qos, retain, properties)
+        if wait and qos:
+            info.wait_for_publish(TIMEOUT)
+            assert info.is_published(), f"no acknowledgement for {topic}"
+
+    def expect(self, count: int = 1, timeout: float = TIMEOUT) -> list[mqtt.MQTTMessage]:
+        return [self.messages.get(timeout=timeout) for _ in range(count)]
+
+    def expect_nothing(self, timeout: float = 0.3) -> None:
+        """Assert no message arrives; only used after a barrier message proved delivery order."""
+        try:
+            message = self.messages.get(timeout=timeout)
+        except queue.Empty:
+            return
+        raise AssertionError(f"unexpected message on {message.topic}: {message.payload!r}")
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
+        self.disconnected.wait(TIMEOUT)
+        self.client.loop_stop()
+
+    def kill(self) -> None:
+        """End the connection without DISCONNECT, as a crashed device would."""
+        sock = self.client.socket()
+        self.client.loop_stop()
+        if sock is not None:
+            sock.close()
