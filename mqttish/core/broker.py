@@ -95,6 +95,7 @@ class Broker:
                      connection.peer)
             old.close("session taken over by a new connection", ReasonCode.SESSION_TAKEN_OVER)
             self.disconnected(old, now)
+            session = self.sessions.get(client_id)  # gone if it was a clean session
         if session is not None and packet.clean_start:
             self._end_session(session, now)
             session = None

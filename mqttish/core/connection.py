@@ -20,6 +20,7 @@ is left in the output and closes the stream, then calls `connection_lost`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
@@ -119,14 +120,13 @@ class Connection:
     def closed(self) -> bool:
         return self.state is ConnectionState.CLOSED
 
-    @property
-    def idle_timeout(self) -> float | None:
-        """Seconds of silence after which the transport gives up on the client."""
+    def read_deadline(self, now: float) -> float:
+        """When the transport should give up waiting for the client's next bytes."""
         if self.state is ConnectionState.AWAITING_CONNECT:
-            return self.config.connect_timeout
+            return self.opened_at + self.config.connect_timeout
         if self.keepalive:
-            return self.keepalive * 1.5  # [MQTT-3.1.2-24]
-        return None
+            return now + self.keepalive * 1.5  # [MQTT-3.1.2-24]
+        return math.inf
 
     # ------------------------------------------------------------------ transport side
 
@@ -173,8 +173,8 @@ class Connection:
             self.wake_pending = True
             self.on_output()
 
-    def idle_timeout_expired(self) -> None:
-        """The transport saw no bytes for `idle_timeout` seconds."""
+    def read_deadline_expired(self) -> None:
+        """The transport's `read_deadline` passed without the bytes it waited for."""
         if self.state is ConnectionState.AWAITING_CONNECT:
             self.close("no CONNECT within the connect timeout")
         else:
@@ -358,7 +358,8 @@ class Connection:
             if packet_id in session.incoming_qos2:
                 self._send(PubRec(packet_id))
                 return
-            if self.version == MQTT_5 and len(session.incoming_qos2) >= config.max_inflight_messages:
+            pending = len(session.incoming_qos2)
+            if self.version == MQTT_5 and pending >= config.max_inflight_messages:
                 raise RemoteProtocolError(
                     "[MQTT-3.3.4-7] more QoS 2 messages in flight than the receive maximum",
                     ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,

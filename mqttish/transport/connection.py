@@ -11,7 +11,6 @@ gives the writer a short grace period to flush them.
 from __future__ import annotations
 
 import logging
-import math
 
 import trio
 
@@ -72,8 +71,7 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, peer: str) -
 async def _read_loop(stream: trio.abc.Stream, connection: Connection) -> None:
     with trio.CancelScope() as idle:
         while not connection.closed:
-            timeout = connection.idle_timeout
-            idle.deadline = trio.current_time() + timeout if timeout else math.inf
+            idle.deadline = connection.read_deadline(trio.current_time())
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -84,7 +82,7 @@ async def _read_loop(stream: trio.abc.Stream, connection: Connection) -> None:
                 return
             connection.receive_data(data, trio.current_time())
     if idle.cancelled_caught:
-        connection.idle_timeout_expired()
+        connection.read_deadline_expired()
 
 
 async def _write_loop(

@@ -45,7 +45,8 @@ class PahoClient:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
-        self.client.on_unsubscribe = lambda *args: None
+        self.unsubacks: queue.Queue[int] = queue.Queue()
+        self.client.on_unsubscribe = lambda client, userdata, mid, *rest: self.unsubacks.put(mid)
         if will is not None:
             topic, payload, qos, retain = will
             self.client.will_set(topic, payload, qos, retain)
@@ -93,6 +94,10 @@ class PahoClient:
             self.client.subscribe(topic, qos)
         return self.subacks.get(timeout=TIMEOUT)
 
+    def unsubscribe(self, topic: str) -> None:
+        self.client.unsubscribe(topic)
+        self.unsubacks.get(timeout=TIMEOUT)
+
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
                 properties: Properties | None = None, wait: bool = True) -> None:
         info = self.client.publish(topic, payload, qos, retain, properties)
@@ -102,14 +107,6 @@ class PahoClient:
 
     def expect(self, count: int = 1, timeout: float = TIMEOUT) -> list[mqtt.MQTTMessage]:
         return [self.messages.get(timeout=timeout) for _ in range(count)]
-
-    def expect_nothing(self, timeout: float = 0.3) -> None:
-        """Assert no message arrives; only used after a barrier message proved delivery order."""
-        try:
-            message = self.messages.get(timeout=timeout)
-        except queue.Empty:
-            return
-        raise AssertionError(f"unexpected message on {message.topic}: {message.payload!r}")
 
     def disconnect(self) -> None:
         self.client.disconnect()

@@ -1,0 +1,281 @@
+"""Broker behaviour through the sans-IO core: whole flows, no sockets, time as a number."""
+
+import pytest
+
+from mqttish.config import Config
+from mqttish.core.broker import Broker
+from mqttish.persistence.memory import MemoryStore
+from mqttish.protocol.packets import (
+    MQTT_5,
+    ConnAck,
+    Connect,
+    Disconnect,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from mqttish.protocol.reason_codes import ReasonCode
+from tests.unit.peer import Peer
+
+
+@pytest.fixture
+def broker() -> Broker:
+    return Broker(Config())
+
+
+def test_connect_then_ping(broker: Broker) -> None:
+    peer = Peer(broker)
+    assert peer.connect("c1") == ConnAck(False, 0)
+    assert peer.send(PingReq()) == [PingResp()]
+
+
+def test_first_packet_must_be_connect(broker: Broker) -> None:
+    peer = Peer(broker)
+    assert peer.send(PingReq()) == []
+    assert peer.connection.closed
+
+
+def test_second_connect_closes(broker: Broker) -> None:
+    peer = Peer(broker)
+    peer.connect("c1")
+    peer.send(Connect("c1"))
+    assert peer.connection.closed
+
+
+def test_unsupported_protocol_level_gets_connack_1(broker: Broker) -> None:
+    peer = Peer(broker)
+    peer.connection.receive_data(b"\x10\x0d\x00\x04MQTT\x07\x02\x00\x3c\x00\x01c", 0)
+    assert peer.connection.data_to_send(0) == b"\x20\x02\x00\x01"
+    assert peer.connection.closed
+
+
+def test_empty_client_id(broker: Broker) -> None:
+    assert Peer(broker).connect("", clean_start=True).reason_code == 0
+    refused = Peer(broker)
+    refusal = refused.connect("", clean_start=False)
+    assert refusal.reason_code == ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
+    assert refused.connection.closed
+
+
+def test_qos_flows_and_downgrade(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    assert sub.subscribe("t/#", 1) == [SubAck(1, (1,))]
+    pub = Peer(broker)
+    pub.connect("pub")
+    assert pub.send(Publish("t/0", b"zero")) == []
+    assert pub.send(Publish("t/1", b"one", 1, packet_id=10)) == [PubAck(10)]
+    assert pub.send(Publish("t/2", b"two", 2, packet_id=11)) == [PubRec(11)]
+    assert pub.send(PubRel(11)) == [PubComp(11)]
+    received = sub.publishes()
+    assert [(p.topic, p.qos) for p in received] == [("t/0", 0), ("t/1", 1), ("t/2", 1)]
+    assert received[1].packet_id != received[2].packet_id
+
+
+def test_qos2_duplicate_before_pubrel_is_delivered_once(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 2)
+    pub = Peer(broker)
+    pub.connect("pub")
+    first = Publish("t", b"once", 2, packet_id=5)
+    assert pub.send(first) == [PubRec(5)]
+    assert pub.send(Publish("t", b"once", 2, dup=True, packet_id=5)) == [PubRec(5)]
+    assert pub.send(PubRel(5)) == [PubComp(5)]
+    assert [p.payload for p in sub.publishes()] == [b"once"]
+
+
+def test_outgoing_qos2_flow(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 2)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(Publish("t", b"x", 2, packet_id=1), PubRel(1))
+    [delivery] = sub.publishes()
+    assert sub.send(PubRec(delivery.packet_id)) == [PubRel(delivery.packet_id)]  # type: ignore[arg-type]
+    assert sub.send(PubComp(delivery.packet_id)) == []  # type: ignore[arg-type]
+    assert broker.sessions["sub"].inflight == {}
+
+
+def test_overlapping_subscriptions_deliver_once_at_highest_qos(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("a/#", 0)
+    sub.subscribe("a/+", 2, packet_id=2)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(Publish("a/b", b"x", 2, packet_id=1))
+    [delivery] = sub.publishes()
+    assert delivery.qos == 2
+
+
+def test_retained_messages(broker: Broker) -> None:
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(Publish("r/1", b"one", 1, retain=True, packet_id=1),
+             Publish("r/2", b"two", 0, retain=True),
+             Publish("r/2", b"two-b", 0, retain=True),
+             Publish("r/3", b"three", 0, retain=True),
+             Publish("r/3", b"", 0, retain=True))
+    sub = Peer(broker)
+    sub.connect("sub")
+    answer = sub.subscribe("r/+", 1)
+    assert answer[0] == SubAck(1, (1,))
+    retained = {p.topic: (p.payload, p.retain, p.qos) for p in answer[1:]}
+    assert retained == {"r/1": (b"one", True, 1), "r/2": (b"two-b", True, 0)}
+    pub.send(Publish("r/1", b"live", 0, retain=True))
+    [live] = sub.publishes()
+    assert (live.payload, live.retain) == (b"live", False)
+
+
+def test_will_on_abnormal_end_only(broker: Broker) -> None:
+    watcher = Peer(broker)
+    watcher.connect("watcher")
+    watcher.subscribe("wills/#", 1)
+    crashing = Peer(broker)
+    crashing.connect("crash", will=Will("wills/crash", b"gone", 1, True))
+    crashing.drop()
+    polite = Peer(broker)
+    polite.connect("polite", will=Will("wills/polite", b"gone", 1))
+    polite.send(Disconnect())
+    polite.drop()
+    assert [p.topic for p in watcher.publishes()] == ["wills/crash"]
+    assert broker.retained.get("wills/crash") is not None
+
+
+def test_takeover_closes_old_connection_and_sends_its_will(broker: Broker) -> None:
+    watcher = Peer(broker)
+    watcher.connect("watcher")
+    watcher.subscribe("w", 0)
+    first = Peer(broker)
+    first.connect("dev", will=Will("w", b"old gone"))
+    second = Peer(broker)
+    second.connect("dev", clean_start=False)
+    assert first.connection.closed
+    assert broker.sessions["dev"].connection is second.connection
+    assert [p.payload for p in watcher.publishes()] == [b"old gone"]
+
+
+def test_persistent_session_queues_and_resends_with_dup(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub", clean_start=False)
+    sub.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(Publish("t", b"unacked", 1, packet_id=1))
+    [unacked] = sub.publishes()
+    sub.drop(now=1)
+    pub.send(Publish("t", b"queued", 1, packet_id=2), Publish("t", b"qos0", 0))
+    again = Peer(broker)
+    answer = again.connect("sub", clean_start=False, now=2)
+    assert answer.session_present
+    received = again.publishes(now=2)
+    assert [(p.payload, p.dup) for p in received] == [(b"unacked", True), (b"queued", False)]
+    assert received[0].packet_id == unacked.packet_id
+
+
+def test_clean_session_discards_state(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub", clean_start=False)
+    sub.subscribe("t", 1)
+    sub.drop()
+    again = Peer(broker)
+    assert not again.connect("sub", clean_start=True).session_present
+    again.drop()
+    assert "sub" not in broker.sessions
+    assert broker.subscriptions.count == 0
+
+
+def test_full_queue_drops_and_counts() -> None:
+    broker = Broker(Config(max_queued_messages=3, max_inflight_messages=1))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    for i in range(10):
+        pub.send(Publish("t", str(i).encode(), 1, packet_id=i + 1))
+    assert broker.metrics.publish_dropped == 7
+    received = sub.publishes()
+    assert [p.payload for p in received] == [b"0"]  # one in flight, the rest wait their turn
+    after_ack = sub.send(PubAck(received[0].packet_id))  # type: ignore[arg-type]
+    assert [p.payload for p in after_ack if isinstance(p, Publish)] == [b"1"]
+
+
+def test_keepalive_expiry_closes_with_will(broker: Broker) -> None:
+    watcher = Peer(broker)
+    watcher.connect("watcher")
+    watcher.subscribe("w", 0)
+    silent = Peer(broker)
+    silent.connect("silent", keepalive=10, will=Will("w", b"timeout"))
+    assert silent.connection.read_deadline(now=100) == 115
+    silent.connection.read_deadline_expired()
+    silent.drop()
+    assert [p.payload for p in watcher.publishes()] == [b"timeout"]
+
+
+def test_unsubscribe(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 0)
+    assert sub.send(Unsubscribe(2, ("t",))) == [UnsubAck(2)]
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(Publish("t", b"x"))
+    assert sub.publishes() == []
+
+
+def test_dollar_topics_hidden_from_leading_wildcards(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("#", 0)
+    sub.subscribe("$SYS/#", 0, packet_id=2)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(Publish("$SYS/x", b"sys"), Publish("normal", b"n"))
+    assert sorted(p.topic for p in sub.publishes()) == ["$SYS/x", "normal"]
+    wildcard_only = Peer(broker)
+    wildcard_only.connect("w")
+    wildcard_only.subscribe("+/x", 0)
+    pub.send(Publish("$SYS/x", b"sys"))
+    assert wildcard_only.publishes() == []
+
+
+def test_state_survives_restart_through_the_store() -> None:
+    store = MemoryStore()
+    broker = Broker(Config(), store)
+    pub = Peer(broker)
+    pub.connect("pub")
+    sub = Peer(broker)
+    sub.connect("sub", clean_start=False)
+    sub.subscribe("t/#", 1)
+    sub.drop()
+    pub.send(Publish("t/r", b"kept", 1, retain=True, packet_id=1))
+    broker.shutdown(now=5)
+    restarted = Broker(Config(), store)
+    assert restarted.retained.get("t/r") is not None
+    again = Peer(restarted)
+    assert again.connect("sub", clean_start=False).session_present
+    assert [p.payload for p in again.publishes()] == [b"kept"]
+
+
+def test_v5_session_expiry(broker: Broker) -> None:
+    from mqttish.protocol.properties import Properties
+
+    peer = Peer(broker, MQTT_5)
+    peer.connect("c5", clean_start=False, properties=Properties(session_expiry_interval=10))
+    peer.drop(now=100)
+    broker.housekeeping(now=105)
+    assert "c5" in broker.sessions
+    broker.housekeeping(now=111)
+    assert "c5" not in broker.sessions
+    assert broker.metrics.clients_expired == 1
