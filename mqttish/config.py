@@ -37,6 +37,14 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True)
+class RedirectConfig:
+    """Send MQTT 5 clients to another server (CONNACK 0x9C, or 0x9D when permanent)."""
+
+    server: str
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
     allow_anonymous: bool | None = None  # None: only while listening on loopback
@@ -52,6 +60,10 @@ class Config:
     retain_available: bool = True
     max_qos: Literal[0, 1, 2] = 2
     topic_alias_maximum: int = 10
+    wildcard_subscriptions: bool = True
+    subscription_identifiers: bool = True
+    shared_subscriptions: bool = True
+    redirect: RedirectConfig | None = None
     persistent_client_expiration: float | None = None  # seconds; None: never
     sys_interval: float = 10.0
 
@@ -74,6 +86,8 @@ class Config:
             raise ConfigError("max_keepalive: must be between 1 and 65535")
         if self.max_inflight_messages > 65535:
             raise ConfigError("max_inflight_messages: must be at most 65535")
+        if not 0 <= self.topic_alias_maximum <= 65535:
+            raise ConfigError("topic_alias_maximum: must be between 0 and 65535")
 
     def bind_address(self, listener: ListenerConfig) -> str:
         """Where a listener binds: like Mosquitto 2, loopback only unless told otherwise."""

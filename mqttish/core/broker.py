@@ -27,7 +27,7 @@ from mqttish.core.snapshot import (
     stored_session,
 )
 from mqttish.core.subscriptions import Subscription, SubscriptionTree
-from mqttish.errors import protocol_error
+from mqttish.errors import RemoteProtocolError, protocol_error
 from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.store import Store
 from mqttish.protocol.packets import (
@@ -39,7 +39,7 @@ from mqttish.protocol.packets import (
     SubscriptionRequest,
     Will,
 )
-from mqttish.protocol.properties import Properties
+from mqttish.protocol.properties import NO_PROPERTIES, Properties
 from mqttish.protocol.reason_codes import ReasonCode
 from mqttish.protocol.topics import has_wildcard, parse_shared
 
@@ -82,6 +82,12 @@ class Broker:
             else:
                 log.info("refused %s: empty client id without clean session", connection.peer)
                 return ConnAck(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
+        redirect = self.config.redirect
+        if redirect is not None:
+            log.info("redirecting %r (%s) to %s", client_id, connection.peer, redirect.server)
+            code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
+            return ConnAck(False, code, Properties(server_reference=redirect.server)
+                           if version == MQTT_5 else NO_PROPERTIES)
         client = ClientInfo(client_id, packet.username, connection.peer, version)
         refusal = self._refusal(client, packet, connection)
         if refusal is not None:
@@ -165,9 +171,12 @@ class Broker:
             session_expiry_interval=granted if granted != requested else None,
             receive_maximum=config.max_inflight_messages,
             maximum_qos=config.max_qos if config.max_qos < 2 else None,
-            retain_available=None if config.retain_available else 0,
+            retain_available=int(config.retain_available),
             maximum_packet_size=config.max_packet_size,
             topic_alias_maximum=self.topic_alias_maximum or None,
+            wildcard_subscription_available=int(config.wildcard_subscriptions),
+            subscription_identifier_available=int(config.subscription_identifiers),
+            shared_subscription_available=int(config.shared_subscriptions),
             server_keep_alive=(
                 config.max_keepalive if packet.keepalive > config.max_keepalive else None
             ),
@@ -275,12 +284,20 @@ class Broker:
         assert client is not None
         topic_filter = request.topic_filter
         shared = parse_shared(topic_filter)
+        config = self.config
         if shared is not None and request.no_local and connection.version == MQTT_5:
             raise protocol_error("[MQTT-3.8.3-4] No Local must not be set on a shared subscription")
+        if identifier is not None and not config.subscription_identifiers:
+            raise RemoteProtocolError("[MQTT-3.8.2.1.2] subscription identifiers are not supported",
+                                      ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)
+        if shared is not None and not config.shared_subscriptions:
+            return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+        if not config.wildcard_subscriptions and has_wildcard(topic_filter):
+            return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
         if not self.hooks.allowed(client, topic_filter, Access.SUBSCRIBE):
             log.info("denied subscription to %r by %s", topic_filter, connection.name)
             return ReasonCode.NOT_AUTHORIZED
-        granted = min(request.qos, self.config.max_qos)
+        granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
         subscription = Subscription(session, topic_filter, granted, request.no_local,
                                     request.retain_as_published, request.retain_handling,
@@ -300,13 +317,17 @@ class Broker:
 
     def _send_retained(self, session: Session, subscription: Subscription, now: float) -> None:
         ids = (subscription.identifier,) if subscription.identifier else ()
-        matches = self.retained.match(subscription.topic_filter)
-        for message in matches if has_wildcard(subscription.topic_filter) else list(matches):
+        expired = []
+        for message in self.retained.match(subscription.topic_filter):
             if message.expired(now):
+                expired.append(message.topic)
                 continue
             qos = min(message.qos, subscription.qos)
             if not session.enqueue(Delivery(message, qos, True, ids)):
                 self.metrics.publish_dropped += 1
+        for topic in expired:
+            self.retained.clear(topic)
+            self.store.set_retained(topic, None)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:

@@ -102,7 +102,9 @@ class Connection:
         # What the client told us about itself (MQTT 5; 3.1.1 clients have no limits).
         self.send_quota = self.config.max_inflight_messages
         self.max_send_packet_size: int | None = None
-        self.topic_aliases: dict[int, str] = {}
+        self.topic_aliases: dict[int, str] = {}  # set by the client, for its PUBLISHes
+        self.client_topic_alias_maximum = 0
+        self.outgoing_aliases: dict[str, int] = {}  # ours, for PUBLISHes to the client
         self._out: list[bytes] = []
 
     def __repr__(self) -> str:
@@ -241,7 +243,8 @@ class Connection:
             if qos and len(inflight) >= quota:
                 break
             session.pop_queued()
-            if plain or not (delivery.subscription_ids or message.expires_at is not None):
+            if plain or not (delivery.subscription_ids or message.expires_at is not None
+                             or self.client_topic_alias_maximum):
                 head, tail = message.frame(version, qos, delivery.retain)
                 size = len(head) + len(tail) + (2 if qos else 0)
                 if self.max_send_packet_size is not None and size > self.max_send_packet_size:
@@ -262,26 +265,42 @@ class Connection:
         self.metrics.messages_sent += sent
 
     def _publish_packet(self, delivery: Delivery, now: float, dup: bool = False) -> bytes | None:
-        """A PUBLISH encoded for this delivery alone: MQTT 5 properties of its own, or DUP."""
+        """A PUBLISH encoded for this delivery alone: with DUP, or MQTT 5 properties
+        of its own (subscription identifiers, remaining expiry, a topic alias)."""
         message = delivery.message
         properties = message.properties
-        if self.version == MQTT_5 and (delivery.subscription_ids or message.expires_at):
-            properties = replace(
-                properties,
-                subscription_identifiers=delivery.subscription_ids,
-                message_expiry_interval=message.remaining_expiry(now),
-            )
+        topic = message.topic
+        new_alias = None
+        if self.version == MQTT_5:
+            changes: dict[str, Any] = {}
+            if delivery.subscription_ids:
+                changes["subscription_identifiers"] = delivery.subscription_ids
+            if message.expires_at is not None:
+                changes["message_expiry_interval"] = message.remaining_expiry(now)
+            if self.client_topic_alias_maximum:
+                alias = self.outgoing_aliases.get(topic)
+                if alias is not None:
+                    topic = ""  # the client knows the topic by its alias already
+                elif len(self.outgoing_aliases) < self.client_topic_alias_maximum:
+                    alias = new_alias = len(self.outgoing_aliases) + 1
+                changes["topic_alias"] = alias
+            if changes:
+                properties = replace(properties, **changes)
         session = self._require_session()
         packet_id = delivery.packet_id
-        if delivery.qos and not packet_id:
+        starts_flight = bool(delivery.qos and not packet_id)
+        if starts_flight:
             packet_id = session.start_flight(delivery)
-        packet = message.to_publish(delivery.qos, delivery.retain, packet_id or None, dup,
-                                    properties)
+        packet = Publish(topic, message.payload, delivery.qos, delivery.retain,
+                         dup, packet_id or None, properties)
         data = encode(packet, self.version)
         if self.max_send_packet_size is not None and len(data) > self.max_send_packet_size:
-            session.inflight.pop(packet_id, None)
+            if starts_flight:
+                del session.inflight[packet_id]
             self._drop_oversize(message)
             return None
+        if new_alias is not None:
+            self.outgoing_aliases[message.topic] = new_alias
         return data
 
     def _drop_oversize(self, message: Message) -> None:
@@ -311,6 +330,7 @@ class Connection:
         if props.receive_maximum is not None:
             self.send_quota = min(props.receive_maximum, self.config.max_inflight_messages)
         self.max_send_packet_size = props.maximum_packet_size
+        self.client_topic_alias_maximum = props.topic_alias_maximum or 0
         connack = self.broker.connect(self, packet, now)
         self._send(connack)
         if connack.reason_code >= 0x80:

@@ -10,7 +10,7 @@ two bytes of the packet identifier.
 from __future__ import annotations
 
 from mqttish.protocol import properties as P
-from mqttish.protocol.packets import MQTT_5, Publish
+from mqttish.protocol.packets import MQTT_5
 from mqttish.protocol.properties import NO_PROPERTIES, Properties, encode_properties
 from mqttish.protocol.wire import encode_string, encode_varint
 
@@ -76,14 +76,3 @@ class Message:
             head = bytes((first,)) + encode_varint(remaining) + topic
             cached = frames[key] = (head, tail)
         return cached
-
-    def to_publish(
-        self,
-        qos: int,
-        retain: bool,
-        packet_id: int | None = None,
-        dup: bool = False,
-        properties: Properties | None = None,
-    ) -> Publish:
-        return Publish(self.topic, self.payload, qos, retain, dup, packet_id,
-                       self.properties if properties is None else properties)
