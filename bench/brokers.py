@@ -1,0 +1,267 @@
+"""The brokers under test: how to install, configure, start, probe and stop each one.
+
+Each run gets a fresh broker process on a free loopback port, pinned to the
+broker CPU with `taskset` and with a high RLIMIT_NOFILE, its configuration in
+a file written for that run, and its output in a log file next to it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import mqtt
+from bench.procstat import raise_fd_limit
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+AMQTT_VENV = BENCH_DIR / ".venv-amqtt"
+AMQTT_REQUIREMENT = "amqtt==0.12.1"
+MOSQUITTO = "/usr/sbin/mosquitto"
+BROKER_FD_LIMIT = 65536
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+# Limits raised on every broker alike (where it has the knob), stated in docs/performance.md.
+MAX_INFLIGHT = 1000
+MAX_QUEUED = 200_000
+
+
+class BrokerError(Exception):
+    """A broker could not be installed or started."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pinning:
+    """Which CPU the brokers and the load generator run on (None: not pinned)."""
+
+    broker_cpu: int | None
+    load_cpu: int | None
+
+    @classmethod
+    def detect(cls) -> Pinning:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2 and shutil.which("taskset"):
+            return cls(cpus[0], cpus[1])
+        return cls(None, None)
+
+    def broker_prefix(self) -> list[str]:
+        return ["taskset", "-c", str(self.broker_cpu)] if self.broker_cpu is not None else []
+
+    def load_prefix(self) -> list[str]:
+        return ["taskset", "-c", str(self.load_cpu)] if self.load_cpu is not None else []
+
+    def describe(self) -> str:
+        if self.broker_cpu is None:
+            return "not pinned (fewer than 2 CPUs or no taskset)"
+        return (f"broker on CPU {self.broker_cpu} (`taskset -c {self.broker_cpu}`), "
+                f"load generator on CPU {self.load_cpu} (`taskset -c {self.load_cpu}`)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _raise_limits() -> None:  # runs in the broker's process before exec
+    raise_fd_limit(BROKER_FD_LIMIT)
+
+
+@dataclass
+class StopReport:
+    returncode: int | None
+    died_early: bool  # exited before we asked it to stop: a crash
+    killed: bool  # ignored SIGTERM for STOP_TIMEOUT seconds
+
+
+class RunningBroker:
+    def __init__(self, name: str, process: subprocess.Popen[bytes], port: int,
+                 log_path: Path) -> None:
+        self.name = name
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Until an MQTT client gets its CONNACK (not just a TCP accept)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise BrokerError(f"{self.name} exited with {self.process.returncode} on "
+                                  f"start:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    sock.sendall(mqtt.connect("bench-probe"))
+                    if sock.recv(4)[:1] == bytes([mqtt.CONNACK]):
+                        sock.sendall(mqtt.DISCONNECT)
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"{self.name} did not accept clients within {timeout:.0f} s:"
+                                  f"\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> StopReport:
+        died_early = self.process.poll() is not None
+        killed = False
+        if not died_early:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                killed = True
+                self.process.kill()
+                self.process.wait()
+        return StopReport(self.process.returncode, died_early, killed)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class BrokerKind(ABC):
+    name: str
+    label: str
+
+    def prepare(self) -> None:
+        """Install or check what the broker needs (once per harness run)."""
+        return
+
+    @abstractmethod
+    def command(self, port: int, workdir: Path) -> list[str]:
+        """The command line for a broker on `port`; may write a config file in `workdir`."""
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    def start(self, port: int, workdir: Path, pinning: Pinning) -> RunningBroker:
+        workdir.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / f"{self.name}-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*pinning.broker_prefix(), *self.command(port, workdir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_raise_limits, start_new_session=True, cwd=ROOT,
+            )
+        broker = RunningBroker(self.name, process, port, log_path)
+        broker.wait_ready()
+        return broker
+
+
+class Mqttish(BrokerKind):
+    name = "mqttish"
+    label = "mqttish"
+    config = BENCH_DIR / "mqttish-bench.yaml"
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        return [sys.executable, "-m", "mqttish", "-c", str(self.config), "-p", str(port)]
+
+    def version(self) -> str:
+        version = importlib.metadata.version("mqttish")
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = " + uncommitted changes" if _git("status", "--porcelain", "mqttish") else ""
+        return f"{version} ({commit}{dirty})" if commit else version
+
+
+class Mosquitto(BrokerKind):
+    name = "mosquitto"
+    label = "Mosquitto"
+
+    def prepare(self) -> None:
+        if not os.access(MOSQUITTO, os.X_OK):
+            raise BrokerError(f"{MOSQUITTO} not found: apt-get install mosquitto")
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        config = workdir / f"mosquitto-{port}.conf"
+        config.write_text(
+            f"# written by bench/brokers.py for one run\n"
+            f"listener {port} 127.0.0.1\n"
+            f"max_connections -1\n"
+            f"allow_anonymous true\n"
+            f"persistence false\n"
+            f"max_inflight_messages {MAX_INFLIGHT}\n"
+            f"max_queued_messages {MAX_QUEUED}\n"
+            f"set_tcp_nodelay true\n"
+            f"log_dest stderr\n"
+            f"log_type error\n"
+            f"log_type warning\n"
+            f"connection_messages false\n"
+        )
+        return [MOSQUITTO, "-c", str(config)]
+
+    def version(self) -> str:
+        result = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, check=False)
+        first = (result.stdout or result.stderr).splitlines()[:1]
+        return first[0].removeprefix("mosquitto version ").strip() if first else "unknown"
+
+
+class Amqtt(BrokerKind):
+    name = "amqtt"
+    label = "amqtt"
+
+    @property
+    def python(self) -> Path:
+        return AMQTT_VENV / "bin" / "python"
+
+    def prepare(self) -> None:
+        """Create bench/.venv-amqtt and install amqtt there (never in the project venv)."""
+        check = [str(self.python), "-c", "import amqtt.broker"]
+        if self.python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+            return
+        print(f"bench: installing {AMQTT_REQUIREMENT} into {AMQTT_VENV}", file=sys.stderr)
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(AMQTT_VENV)], check=True)
+        pip = [str(self.python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        if subprocess.run([*pip, AMQTT_REQUIREMENT], check=False).returncode != 0:
+            raise BrokerError(f"could not install {AMQTT_REQUIREMENT} into {AMQTT_VENV}")
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        config = workdir / f"amqtt-{port}.yaml"
+        config.write_text(
+            "# written by bench/brokers.py for one run\n"
+            "listeners:\n"
+            "  default:\n"
+            "    type: tcp\n"
+            f"    bind: 127.0.0.1:{port}\n"
+            "plugins:\n"
+            "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+            "  amqtt.plugins.sys.broker.BrokerSysPlugin:\n"
+            "    sys_interval: 10\n"
+        )
+        return [str(self.python), str(BENCH_DIR / "amqtt_broker.py"), str(config)]
+
+    def version(self) -> str:
+        script = "import importlib.metadata as m; print(m.version('amqtt'))"
+        result = subprocess.run([str(self.python), "-c", script], capture_output=True,
+                                text=True, check=False)
+        return result.stdout.strip() or "not installed"
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
+                            check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+BROKERS: dict[str, BrokerKind] = {kind.name: kind for kind in (Mqttish(), Mosquitto(), Amqtt())}

@@ -1,0 +1,880 @@
+"""The load generator: one scenario against one broker, results as JSON lines on stdout.
+
+    python -m bench.loadgen --scenario fan-in-qos0 --port 1883 --broker-pid 1234 [--smoke]
+
+The harness runs it pinned to the load CPU. Theory of operation:
+
+* Plain non-blocking sockets and one `selectors` loop; no framework between
+  the generator and the kernel. Publishers build whole batches of PUBLISH
+  packets with one `struct.pack` per packet and hand them to `send` at once.
+* Every payload is 64 bytes: send time (`time.monotonic_ns`, which all
+  processes of the machine share), publisher number and sequence number, then
+  padding. The subscriber keeps one bitmap per publisher, so it counts unique
+  messages, duplicates and reordering exactly, and loss is sent - unique.
+* End-to-end flow control lives in this one process: a publisher may have at
+  most `window` messages that the subscriber has not seen yet, read straight
+  from the subscriber's per-publisher "highest sequence seen" counter. Loss
+  cannot stall a window forever: when a publisher sees no progress for
+  `stall` seconds, its outstanding messages are written off (they still count
+  as lost, from the bitmaps) and it goes on.
+* Timeline: connect and subscribe, `warmup` seconds of load, `duration`
+  seconds measured (CPU of the broker and of this process are read from /proc
+  at both ends), then the load stops and stragglers get up to `drain` seconds.
+* Output: `{"event": "measuring", ...}` when the measured window opens (the
+  harness starts the profiler then), and finally `{"result": {...}}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import selectors
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench import mqtt
+from bench.procstat import CpuMeter, raise_fd_limit, rss_kib
+from bench.scenarios import SCENARIOS, Params, params_for
+
+HOST = "127.0.0.1"
+RECV_SIZE = 1 << 18
+LINGER_RESET = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT piles up between runs
+SATURATED = 90.0  # percent of its core above which the generator is the bottleneck
+COALESCE_BYTES = 32768
+COALESCE_SLEEP = 0.0005
+
+Result = dict[str, Any]
+
+
+class SetupError(Exception):
+    """The broker refused or dropped a client while the scenario was being set up."""
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+# ---------------------------------------------------------------------------- sockets
+
+
+def open_socket(port: int, timeout: float) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    return sock
+
+
+def open_client(port: int, client_id: str, timeout: float = 10.0) -> socket.socket:
+    """A connected MQTT client socket (blocking, CONNACK received)."""
+    sock = open_socket(port, timeout)
+    sock.sendall(mqtt.connect(client_id))
+    connack = b""
+    while len(connack) < 4:
+        chunk = sock.recv(4 - len(connack))
+        if not chunk:
+            raise SetupError(f"{client_id}: connection closed before CONNACK")
+        connack += chunk
+    if connack[0] != mqtt.CONNACK or connack[3] != 0:
+        raise SetupError(f"{client_id}: CONNECT refused: {connack.hex()}")
+    return sock
+
+
+class Endpoint:
+    """A non-blocking socket with an output buffer; `loop` keeps its selector interest."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.out = bytearray()
+        self.closed = False
+        self.loop: Loop | None = None
+
+    def send(self, data: bytes) -> None:
+        if self.out:
+            self.out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.closed = True
+            return
+        if sent < len(data):
+            self.out += data[sent:]
+            if self.loop is not None:
+                self.loop.want_write(self, True)
+
+    def flush(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.closed = True
+            sent = len(self.out)
+        del self.out[:sent]
+        if not self.out and self.loop is not None:
+            self.loop.want_write(self, False)
+
+    def on_readable(self, now_ns: int) -> None:
+        raise NotImplementedError
+
+    def receive(self) -> bytes:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            if self.loop is not None:
+                self.loop.remove(self)
+        elif self.loop is not None:
+            self.loop.received += len(data)
+        return data
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.remove(self)
+        self.sock.close()
+
+
+class Loop:
+    """A selector over endpoints: read interest always, write interest while output waits."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.polls = 0
+        self.received = 0  # bytes read by all endpoints
+
+    def add(self, endpoint: Endpoint) -> None:
+        endpoint.sock.setblocking(False)
+        endpoint.loop = self
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if endpoint.out else 0)
+        self.selector.register(endpoint.sock, events, endpoint)
+
+    def remove(self, endpoint: Endpoint) -> None:
+        if endpoint.loop is self:
+            endpoint.loop = None
+            self.selector.unregister(endpoint.sock)
+
+    def want_write(self, endpoint: Endpoint, wanted: bool) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wanted else 0)
+        self.selector.modify(endpoint.sock, events, endpoint)
+
+    def poll(self, timeout: float) -> None:
+        events = self.selector.select(max(timeout, 0.0))
+        self.polls += 1
+        now_ns = time.monotonic_ns()
+        for key, mask in events:
+            endpoint: Endpoint = key.data
+            if mask & selectors.EVENT_WRITE and endpoint.loop is self:
+                endpoint.flush()
+            if mask & selectors.EVENT_READ and endpoint.loop is self:
+                endpoint.on_readable(now_ns)
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+class Subscriber(Endpoint):
+    """Receives benchmark PUBLISH packets and keeps exact per-publisher books."""
+
+    def __init__(self, sock: socket.socket, publishers: int) -> None:
+        super().__init__(sock)
+        self.buffer = bytearray()
+        self.received = 0  # PUBLISH packets, duplicates included
+        self.retained = 0  # of which with the RETAIN flag
+        self.duplicates = 0
+        self.reordered = 0  # arrived after a later message of the same publisher
+        self.unique = [0] * publishers
+        self.top = [-1] * publishers  # highest sequence number seen, per publisher
+        self.seen = [bytearray(1 << 16) for _ in range(publishers)]
+        self.latencies: list[int] | None = None  # ns, while recording
+        self.subacks: list[bytes] = []
+        self.unexpected = 0  # packets other than PUBLISH and SUBACK
+
+    def subscribe(self, topic_filter: str, qos: int) -> None:
+        self.send(mqtt.subscribe(1 + len(self.subacks), topic_filter, qos))
+
+    def total_unique(self) -> int:
+        return sum(self.unique)
+
+    def on_readable(self, now_ns: int) -> None:
+        data = self.receive()
+        if data:
+            self.feed(data, now_ns)
+
+    def feed(self, data: bytes, now_ns: int) -> None:
+        buf = self.buffer
+        buf += data
+        n = len(buf)
+        pos = 0
+        unpack = mqtt.STAMP.unpack_from
+        seen, top, unique = self.seen, self.top, self.unique
+        latencies = self.latencies
+        pubacks = mqtt.PUBACKS
+        acks: list[bytes] = []
+        received = duplicates = reordered = retained = 0
+        while n - pos >= 2:
+            kind = buf[pos]
+            length = buf[pos + 1]
+            head = pos + 2
+            if length & 0x80:
+                decoded = _long_length(buf, pos)
+                if decoded is None:
+                    break
+                length, head = decoded
+            end = head + length
+            if end > n:
+                break
+            if kind & 0xF0 == 0x30:
+                p = head + 2 + (buf[head] << 8 | buf[head + 1])
+                if kind & 0x06:
+                    acks.append(pubacks[buf[p] << 8 | buf[p + 1]])
+                    p += 2
+                retained += kind & 1
+                sent_ns, publisher, seq = unpack(buf, p)
+                bits = seen[publisher]
+                while seq >= len(bits):
+                    bits.extend(bytes(len(bits)))
+                if bits[seq]:
+                    duplicates += 1
+                else:
+                    bits[seq] = 1
+                    unique[publisher] += 1
+                    if seq < top[publisher]:
+                        reordered += 1
+                    else:
+                        top[publisher] = seq
+                if latencies is not None:
+                    latencies.append(now_ns - sent_ns)
+                received += 1
+            elif kind == mqtt.SUBACK:
+                self.subacks.append(bytes(buf[head + 2:end]))
+            else:
+                self.unexpected += 1
+            pos = end
+        del buf[:pos]
+        self.received += received
+        self.duplicates += duplicates
+        self.reordered += reordered
+        self.retained += retained
+        if acks:
+            self.send(b"".join(acks))
+
+
+def _long_length(buf: bytearray, pos: int) -> tuple[int, int] | None:
+    """(remaining length, offset of the body) of the packet at `pos`; None if incomplete."""
+    length, shift, index = 0, 0, pos + 1
+    while index < len(buf):
+        byte = buf[index]
+        length |= (byte & 0x7F) << shift
+        index += 1
+        if not byte & 0x80:
+            return length, index
+        shift += 7
+    return None
+
+
+class Publisher(Endpoint):
+    """Sends batches of benchmark PUBLISH packets; counts PUBACKs at QoS 1."""
+
+    def __init__(self, sock: socket.socket, number: int, topic: str, qos: int) -> None:
+        super().__init__(sock)
+        self.number = number
+        self.qos = qos
+        head = mqtt.publish_head(topic, qos)
+        pad = len(mqtt.PADDING)
+        packet_id = "H" if qos else ""
+        # One pack() per packet: head, [packet id], send time, publisher, seq, padding.
+        self.packer = struct.Struct(f">{len(head)}s{packet_id}QIQ{pad}x")
+        self.head = head
+        self.sent = 0
+        self.acked = 0
+        self.base = 0  # messages up to here are seen by the subscriber (or written off)
+        self.progress_at = time.monotonic()
+        self.acked_at = self.progress_at
+        self.written_off = 0
+        self.ack_stalls = 0
+        self.buffer = bytearray()
+        self.next_at = 0.0  # for paced publishing
+
+    def publish(self, count: int, now_ns: int) -> None:
+        pack, head, number, start = self.packer.pack, self.head, self.number, self.sent
+        if self.qos:
+            data = b"".join([pack(head, seq % 0xFFFF + 1, now_ns, number, seq)
+                             for seq in range(start, start + count)])
+        else:
+            data = b"".join([pack(head, now_ns, number, seq)
+                             for seq in range(start, start + count)])
+        self.sent += count
+        self.send(data)
+
+    def on_readable(self, now_ns: int) -> None:
+        data = self.receive()
+        if not data:
+            return
+        buf = self.buffer
+        buf += data
+        whole = len(buf) & ~3
+        acks = buf.count(b"\x40\x02", 0, whole)  # PUBACKs are the only thing a publisher gets
+        if acks * 4 != whole:
+            acks = sum(1 for p in mqtt.PacketSplitter().feed(bytes(buf[:whole]))
+                       if p.kind == mqtt.PUBACK)
+        del buf[:whole]
+        self.acked += acks
+
+    def update_progress(self, seen_upto: int, now: float, stall: float) -> None:
+        """Move the window base to what the subscriber saw; write it off after a stall."""
+        if seen_upto > self.base:
+            self.base = seen_upto
+            self.progress_at = now
+        elif self.sent > self.base and now - self.progress_at > stall:
+            self.written_off += self.sent - self.base
+            self.base = self.sent
+            self.progress_at = now
+
+
+# ---------------------------------------------------------------------------- the timeline
+
+
+class Run:
+    """Warm-up, measured window, drain: drives a Loop and calls the scenario's hooks."""
+
+    def __init__(self, ctx: Context, loop: Loop, counter: Callable[[], int]) -> None:
+        self.ctx = ctx
+        self.loop = loop
+        self.counter = counter  # messages delivered so far
+        self.meter = CpuMeter([ctx.broker_pid, os.getpid()])
+        self.measured = 0
+        self.elapsed = 0.0
+        self.cpu: list[float] = [math.nan, math.nan]
+        self.drained = True
+        self.phase = "warmup"
+        self.coalesce = True
+
+    def run(self, produce: Callable[[float, int], float | None],
+            settled: Callable[[], bool], on_measure: Callable[[], None] | None = None) -> None:
+        """`produce(now, now_ns)` sends what it may and returns when it next wants to run."""
+        params = self.ctx.params
+        start = time.monotonic()
+        measure_at = start + params.warmup
+        stop_at = measure_at + params.duration
+        count_at_start = 0
+        while True:
+            now = time.monotonic()
+            if self.phase == "warmup" and now >= measure_at:
+                self.phase = "measure"
+                count_at_start = self.counter()
+                self.meter.start()
+                window_start = now
+                if on_measure is not None:
+                    on_measure()
+                emit({"event": "measuring", "seconds": params.duration})
+            if self.phase == "measure" and now >= stop_at:
+                self.measured = self.counter() - count_at_start
+                self.elapsed = now - window_start
+                self.cpu = self.meter.stop()
+                break
+            wake = produce(now, time.monotonic_ns())
+            deadline = measure_at if self.phase == "warmup" else stop_at
+            if wake is not None:
+                deadline = min(deadline, wake)
+            before = self.loop.received
+            self.loop.poll(min(deadline - time.monotonic(), 0.05))
+            if self.coalesce and self.loop.received - before < COALESCE_BYTES:
+                # A trickle: let it pile up rather than spend a wake-up per packet. The
+                # windows hold tens of milliseconds of traffic, so this never starves them.
+                time.sleep(COALESCE_SLEEP)
+        self.phase = "drain"
+        self.drain(settled)
+
+    def drain(self, settled: Callable[[], bool]) -> None:
+        """Wait for stragglers: until `settled()`, or no progress for a while, or `drain` s."""
+        params = self.ctx.params
+        give_up = time.monotonic() + params.drain
+        last, quiet_since = self.counter(), time.monotonic()
+        while not settled():
+            now = time.monotonic()
+            if now > give_up or now - quiet_since > min(params.stall, params.drain):
+                self.drained = False
+                return
+            self.loop.poll(0.05)
+            count = self.counter()
+            if count != last:
+                last, quiet_since = count, time.monotonic()
+
+    @property
+    def rate(self) -> float:
+        return self.measured / self.elapsed if self.elapsed else 0.0
+
+    def cpu_fields(self) -> Result:
+        broker, generator = self.cpu
+        return {"broker_cpu": broker, "generator_cpu": generator,
+                "saturated": generator > SATURATED}
+
+
+class Context:
+    def __init__(self, port: int, broker_pid: int, params: Params) -> None:
+        self.port = port
+        self.broker_pid = broker_pid
+        self.params = params
+
+    def broker_alive(self) -> bool:
+        return os.path.exists(f"/proc/{self.broker_pid}")
+
+
+def wait_subacks(subscribers: Sequence[Subscriber], timeout: float) -> None:
+    """Read until every subscriber has its SUBACK (blocking setup helper)."""
+    deadline = time.monotonic() + timeout
+    loop = Loop()
+    for sub in subscribers:
+        loop.add(sub)
+    try:
+        while not all(sub.subacks for sub in subscribers):
+            if time.monotonic() > deadline:
+                missing = sum(1 for sub in subscribers if not sub.subacks)
+                raise SetupError(f"{missing} subscribers got no SUBACK in {timeout:.0f} s")
+            if any(sub.closed for sub in subscribers):
+                raise SetupError("broker closed a subscriber's connection before SUBACK")
+            loop.poll(0.05)
+    finally:
+        for sub in subscribers:
+            loop.remove(sub)
+            sub.sock.setblocking(True)
+    refused = [sub.subacks[0] for sub in subscribers if sub.subacks[0][:1] == b"\x80"]
+    if refused:
+        raise SetupError(f"{len(refused)} subscriptions refused")
+
+
+def _loss_fields(sent: int, unique: int, subs: Sequence[Subscriber]) -> Result:
+    return {
+        "sent": sent,
+        "loss": sent - unique,
+        "loss_pct": 100 * (sent - unique) / sent if sent else 0.0,
+        "duplicates": sum(s.duplicates for s in subs),
+        "reordered": sum(s.reordered for s in subs),
+    }
+
+
+def _close_all(endpoints: Sequence[Endpoint]) -> None:
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+
+def fan_in(ctx: Context, qos: int) -> Result:
+    params = ctx.params
+    count = params.publishers
+    sub = Subscriber(open_client(ctx.port, "bench-sub"), count)
+    sub.subscribe("bench/#", qos)
+    wait_subacks([sub], params.timeout)
+    pubs = [Publisher(open_client(ctx.port, f"bench-pub-{i}"), i, f"bench/p/{i:02d}", qos)
+            for i in range(count)]
+    loop = Loop()
+    for endpoint in [sub, *pubs]:
+        loop.add(endpoint)
+    window, inflight, stall = params.window, params.inflight, params.stall
+    batch = max(1, (inflight if qos else window) // 4)
+    top = sub.top
+
+    def produce(now: float, now_ns: int) -> None:
+        for pub in pubs:
+            pub.update_progress(top[pub.number] + 1, now, stall)
+            if pub.out:
+                continue
+            credit = window - (pub.sent - pub.base)
+            if qos:
+                unacked = pub.sent - pub.acked
+                if unacked and now - pub.acked_at > stall:
+                    pub.ack_stalls += 1  # the broker owes PUBACKs: go on, report it
+                    pub.acked, pub.acked_at = pub.sent, now
+                elif not unacked:
+                    pub.acked_at = now
+                credit = min(credit, inflight - unacked)
+            if credit >= batch or (credit > 0 and pub.sent == pub.base):
+                pub.publish(credit, now_ns)
+
+    acks_seen = [0] * count
+
+    def produce_and_track(now: float, now_ns: int) -> None:
+        for pub in pubs:
+            if pub.acked != acks_seen[pub.number]:
+                acks_seen[pub.number] = pub.acked
+                pub.acked_at = now
+        produce(now, now_ns)
+
+    def settled() -> bool:
+        return (sub.total_unique() >= sum(p.sent for p in pubs)
+                and (not qos or all(p.acked >= p.sent for p in pubs)))
+
+    run = Run(ctx, loop, sub.total_unique)
+    run.run(lambda now, now_ns: produce_and_track(now, now_ns), settled)
+    sent = sum(p.sent for p in pubs)
+    result: Result = {
+        "rate": run.rate,
+        "drained": run.drained,
+        **_loss_fields(sent, sub.total_unique(), [sub]),
+        "written_off": sum(p.written_off for p in pubs),
+        "ack_stalls": sum(p.ack_stalls for p in pubs),
+        "unacked": sum(p.sent - p.acked for p in pubs) if qos else 0,
+        "polls": loop.polls,
+        **run.cpu_fields(),
+    }
+    _close_all([sub, *pubs])
+    return result
+
+
+def fan_out(ctx: Context) -> Result:
+    params = ctx.params
+    subs = [Subscriber(open_client(ctx.port, f"bench-sub-{i}"), 1)
+            for i in range(params.fanout_subscribers)]
+    for sub in subs:
+        sub.subscribe("bench/#", 0)
+    wait_subacks(subs, params.timeout)
+    pub = Publisher(open_client(ctx.port, "bench-pub"), 0, "bench/fanout", 0)
+    loop = Loop()
+    for endpoint in [*subs, pub]:
+        loop.add(endpoint)
+    window, stall = params.window, params.stall
+    batch = max(1, window // 4)
+
+    def produce(now: float, now_ns: int) -> None:
+        if pub.out:
+            return
+        pub.update_progress(min(sub.top[0] for sub in subs) + 1, now, stall)
+        credit = window - (pub.sent - pub.base)
+        if credit >= batch:
+            pub.publish(credit, now_ns)
+
+    def delivered() -> int:
+        return sum(sub.unique[0] for sub in subs)
+
+    run = Run(ctx, loop, delivered)
+    run.run(lambda now, now_ns: produce(now, now_ns),
+            lambda: delivered() >= pub.sent * len(subs))
+    result: Result = {
+        "rate": run.rate,
+        "drained": run.drained,
+        **_loss_fields(pub.sent * len(subs), delivered(), subs),
+        "published": pub.sent,
+        "written_off": pub.written_off,
+        **run.cpu_fields(),
+    }
+    _close_all([*subs, pub])
+    return result
+
+
+def latency(ctx: Context) -> Result:
+    params = ctx.params
+    count = params.publishers
+    sub = Subscriber(open_client(ctx.port, "bench-sub"), count)
+    sub.subscribe("bench/#", 1)
+    wait_subacks([sub], params.timeout)
+    pubs = [Publisher(open_client(ctx.port, f"bench-pub-{i}"), i, f"bench/p/{i:02d}", 1)
+            for i in range(count)]
+    loop = Loop()
+    for endpoint in [sub, *pubs]:
+        loop.add(endpoint)
+    interval = 1.0 / params.latency_rate
+    start = time.monotonic()
+    for pub in pubs:  # spread the publishers evenly over one interval
+        pub.next_at = start + interval * pub.number / count
+
+    def produce(now: float, now_ns: int) -> float:
+        for pub in pubs:
+            if now >= pub.next_at:
+                pub.publish(1, time.monotonic_ns())
+                pub.next_at += interval
+                if pub.next_at < now - 1.0:  # fell far behind: do not burst to catch up
+                    pub.next_at = now + interval
+        return min(pub.next_at for pub in pubs)
+
+    def record() -> None:
+        sub.latencies = []
+
+    def settled() -> bool:
+        return (sub.total_unique() >= sum(p.sent for p in pubs)
+                and all(p.acked >= p.sent for p in pubs))
+
+    run = Run(ctx, loop, sub.total_unique)
+    run.coalesce = False  # every wake-up on time: it is what is measured
+    run.run(produce, settled, record)
+    samples = sorted(sub.latencies or [])
+    sent = sum(p.sent for p in pubs)
+    result: Result = {
+        "samples": len(samples),
+        "rate": run.rate,
+        "p50_us": _percentile(samples, 50) / 1000,
+        "p99_us": _percentile(samples, 99) / 1000,
+        "max_us": samples[-1] / 1000 if samples else math.nan,
+        "drained": run.drained,
+        **_loss_fields(sent, sub.total_unique(), [sub]),
+        **run.cpu_fields(),
+    }
+    _close_all([sub, *pubs])
+    return result
+
+
+def _percentile(samples: Sequence[int], percent: float) -> float:
+    if not samples:
+        return math.nan
+    index = min(len(samples) - 1, max(0, math.ceil(percent / 100 * len(samples)) - 1))
+    return float(samples[index])
+
+
+class Connector(Endpoint):
+    """One idle client: non-blocking connect, CONNECT, wait for CONNACK, then stay put."""
+
+    def __init__(self, sock: socket.socket, client_id: str, owner: Connections) -> None:
+        super().__init__(sock)
+        self.owner = owner
+        self.client_id = client_id
+        self.connected = False
+        self.reply = b""
+
+    def flush(self) -> None:  # writable: the TCP connect finished
+        assert self.loop is not None
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self.owner.failed(self, os.strerror(error))
+            return
+        self.loop.want_write(self, False)
+        self.send(mqtt.connect(self.client_id))
+
+    def on_readable(self, now_ns: int) -> None:
+        data = self.receive()
+        if self.connected:  # an idle client should hear nothing, not even its end
+            self.owner.disturbed += 1
+            if self.loop is not None:
+                self.loop.remove(self)
+            return
+        if not data:
+            self.owner.failed(self, "closed before CONNACK")
+            return
+        self.reply += data
+        if len(self.reply) >= 4:
+            if self.reply[:4] != b"\x20\x02\x00\x00":
+                self.owner.failed(self, f"CONNECT refused: {self.reply[:4].hex()}")
+                return
+            self.connected = True
+            self.owner.done(self)
+
+
+class Connections:
+    """Connects `total` idle clients, at most `parallel` handshakes at a time."""
+
+    def __init__(self, port: int, total: int, parallel: int, prefix: str) -> None:
+        self.port = port
+        self.total = total
+        self.parallel = parallel
+        self.prefix = prefix
+        self.loop = Loop()
+        self.clients: list[Connector] = []
+        self.pending = 0
+        self.connected = 0
+        self.errors: dict[str, int] = {}
+        self.disturbed = 0
+
+    def failed(self, client: Connector, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+        self.pending -= 1
+        client.close()
+
+    def done(self, client: Connector) -> None:
+        self.pending -= 1
+        self.connected += 1
+
+    def start_one(self, index: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        sock.setblocking(False)
+        client = Connector(sock, f"{self.prefix}{index}", self)
+        error = sock.connect_ex((HOST, self.port))
+        if error not in (0, 115):  # EINPROGRESS
+            self.errors[os.strerror(error)] = self.errors.get(os.strerror(error), 0) + 1
+            sock.close()
+            return
+        self.loop.add(client)
+        self.loop.want_write(client, True)
+        self.clients.append(client)
+        self.pending += 1
+
+    def connect_all(self, timeout: float) -> float:
+        """Connect everyone; return the seconds it took (until the last CONNACK)."""
+        start = time.monotonic()
+        index = 0
+        while self.connected + sum(self.errors.values()) < self.total:
+            while index < self.total and self.pending < self.parallel:
+                self.start_one(index)
+                index += 1
+            if time.monotonic() - start > timeout:
+                self.errors["timed out"] = self.total - self.connected - sum(self.errors.values())
+                break
+            self.loop.poll(0.05)
+        return time.monotonic() - start
+
+    def idle(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.loop.poll(end - time.monotonic())
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def connections(ctx: Context) -> Result:
+    params = ctx.params
+    total = params.idle_clients
+    limit = raise_fd_limit(total + 256)
+    if limit < total + 64:
+        raise SetupError(f"file descriptor limit {limit} is too low for {total} clients")
+    # Warm the broker's connection path once so the baseline includes its code and caches.
+    open_client(ctx.port, "bench-warmup").close()
+    time.sleep(0.5)
+    before = rss_kib(ctx.broker_pid)
+    meter = CpuMeter([ctx.broker_pid, os.getpid()])
+    meter.start()
+    emit({"event": "measuring", "seconds": 0})
+    clients = Connections(ctx.port, total, parallel=100, prefix="bench-idle-")
+    elapsed = clients.connect_all(params.timeout)
+    broker_cpu, generator_cpu = meter.stop()
+    clients.idle(1.0)
+    after = rss_kib(ctx.broker_pid)
+    clients.idle(1.0)
+    connected = clients.connected
+    result: Result = {
+        "connected": connected,
+        "connect_s": elapsed,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": (after - before) / connected if connected else math.nan,
+        "disturbed": clients.disturbed,
+        "connect_errors": clients.errors,
+        "broker_cpu": broker_cpu,
+        "generator_cpu": generator_cpu,
+        "saturated": generator_cpu > SATURATED,
+    }
+    clients.close()
+    return result
+
+
+def retained(ctx: Context) -> Result:
+    params = ctx.params
+    total = params.retained
+    groups = max(1, total // 100)
+    topics = [f"bench/ret/{i // 100:04d}/{i % 100:02d}" for i in range(total)]
+    narrow_group = min(42, groups - 1)
+    narrow_filter = f"bench/ret/{narrow_group:04d}/+"
+    narrow_expected = sum(1 for i in range(total) if i // 100 == narrow_group)
+    meter = CpuMeter([ctx.broker_pid, os.getpid()])
+    meter.start()
+
+    # 1. Store: every retained message in one stream, then a QoS 1 barrier.
+    pub = open_client(ctx.port, "bench-retainer")
+    now_ns = time.monotonic_ns()
+    data = b"".join(mqtt.publish(topic, mqtt.payload(0, i, now_ns), retain=True)
+                    for i, topic in enumerate(topics))
+    barrier = mqtt.publish("bench/barrier", mqtt.payload(1, 0, now_ns), qos=1, packet_id=1)
+    start = time.monotonic()
+    pub.settimeout(params.timeout)
+    pub.sendall(data + barrier)
+    ack = b""
+    while len(ack) < 4:
+        chunk = pub.recv(4 - len(ack))
+        if not chunk:
+            raise SetupError("broker closed the publisher before acknowledging the barrier")
+        ack += chunk
+    stored_s = time.monotonic() - start
+    if ack != mqtt.PUBACKS[1]:
+        raise SetupError(f"expected PUBACK for the barrier, got {ack.hex()}")
+
+    # 2. A narrow wildcard, then 3. everything, each timed from SUBSCRIBE to the last message.
+    narrow_s, narrow_got = _receive_retained(ctx, "bench-narrow", narrow_filter, narrow_expected)
+    emit({"event": "measuring", "seconds": 0})
+    all_s, all_got = _receive_retained(ctx, "bench-all", "#", total)
+    broker_cpu, generator_cpu = meter.stop()
+    pub.close()
+    return {
+        "stored_s": stored_s,
+        "narrow_filter": narrow_filter,
+        "narrow_expected": narrow_expected,
+        "narrow_received": narrow_got,
+        "narrow_ms": narrow_s * 1000,
+        "all_expected": total,
+        "all_received": all_got,
+        "all_s": all_s,
+        "rss_kib": rss_kib(ctx.broker_pid),
+        "broker_cpu": broker_cpu,
+        "generator_cpu": generator_cpu,
+        "saturated": False,  # not a throughput test: the generator mostly waits
+    }
+
+
+def _receive_retained(ctx: Context, client_id: str, topic_filter: str,
+                      expected: int) -> tuple[float, int]:
+    """Subscribe and wait for `expected` retained messages; (seconds, how many came)."""
+    params = ctx.params
+    sub = Subscriber(open_client(ctx.port, client_id), 2)
+    loop = Loop()
+    loop.add(sub)
+    start = time.monotonic()
+    last_at, last_count = start, 0
+    sub.subscribe(topic_filter, 0)
+    while sub.unique[0] < expected and not sub.closed:
+        now = time.monotonic()
+        if now - start > params.timeout or now - last_at > max(5.0, params.stall):
+            break
+        loop.poll(0.05)
+        if sub.unique[0] != last_count:
+            last_at, last_count = time.monotonic(), sub.unique[0]
+    elapsed = last_at - start if sub.unique[0] else math.nan
+    if sub.unique[0] >= expected:
+        elapsed = time.monotonic() - start
+    got = sub.unique[0]
+    sub.close()
+    return elapsed, got
+
+
+RUNNERS: dict[str, Callable[[Context], Result]] = {
+    "fan-in-qos0": lambda ctx: fan_in(ctx, 0),
+    "fan-in-qos1": lambda ctx: fan_in(ctx, 1),
+    "fan-out-qos0": fan_out,
+    "latency": latency,
+    "connections": connections,
+    "retained": retained,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
+    parser.add_argument("--scenario", required=True, choices=SCENARIOS)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--broker-pid", type=int, required=True)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args(argv)
+    ctx = Context(args.port, args.broker_pid, params_for(args.smoke))
+    raise_fd_limit(4096)
+    try:
+        result = RUNNERS[args.scenario](ctx)
+    except (SetupError, OSError) as exc:
+        alive = "" if ctx.broker_alive() else " (the broker process is gone)"
+        emit({"error": f"{type(exc).__name__}: {exc}{alive}"})
+        return 1
+    emit({"result": result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

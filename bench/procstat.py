@@ -1,0 +1,78 @@
+"""CPU time and memory of a process, read from /proc (Linux only)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass
+
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` in seconds (fields 14 and 15 of /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # The command name (field 2) is in parentheses and may contain spaces.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of `pid` in KiB (VmRSS in /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise ValueError(f"no VmRSS for process {pid}")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    wall: float
+    cpu: tuple[float, ...]  # one entry per watched process
+
+
+class CpuMeter:
+    """Share of one core used by some processes between `start()` and `stop()`."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self._start: CpuSample | None = None
+
+    def sample(self) -> CpuSample:
+        return CpuSample(time.monotonic(), tuple(_cpu_or_nan(pid) for pid in self.pids))
+
+    def start(self) -> None:
+        self._start = self.sample()
+
+    def stop(self) -> list[float]:
+        """Percent of one core per process since `start()`."""
+        assert self._start is not None, "CpuMeter.stop() before start()"
+        end = self.sample()
+        elapsed = end.wall - self._start.wall
+        return [100 * (after - before) / elapsed
+                for before, after in zip(self._start.cpu, end.cpu, strict=True)]
+
+
+def _cpu_or_nan(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE as far as allowed towards `wanted`; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:  # root may raise the hard limit too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted
