@@ -1,0 +1,688 @@
+"""A trio MQTT client on mqttish's own codec, for tests, simulators and `mqttish pub/sub`.
+
+Theory of operation: the protocol lives in the sans-IO `ClientProtocol`; this
+module moves bytes and wakes the tasks that wait. `async with Client(...)`
+opens one nursery whose `_run` task connects and then serves each connection
+with three tasks: the reader (decodes, hands messages to consumers, completes
+requests), the writer (sends whatever the protocol has queued with one
+`send_all`) and the keepalive (PINGREQ after `keepalive` seconds without
+sending; no PINGRESP in time means the connection is dead). When a connection
+ends, `_run` reconnects with backoff or raises, which ends the `async with`.
+
+Application tasks never touch the socket, so cancelling one can never cut a
+packet in half: `publish()` queues bytes with the protocol and waits for the
+writer (QoS 0) or for the acknowledgement (QoS 1/2), which may come on a later
+connection. A consumer that falls behind blocks the reader, which then stops
+reading the socket: TCP tells the broker to slow down, and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from enum import Enum
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from mqttish.client.errors import (
+    ConnectError,
+    ConnectionLostError,
+    PublishError,
+    SubscribeError,
+    reason_name,
+)
+from mqttish.client.protocol import (
+    ClientProtocol,
+    Completed,
+    Connected,
+    Event,
+    Message,
+    MessageReceived,
+    PingResponse,
+    ServerDisconnected,
+    matching_filter,
+)
+from mqttish.errors import RemoteProtocolError
+from mqttish.protocol.packets import (
+    MQTT_3_1_1,
+    MQTT_5,
+    ConnAck,
+    Connect,
+    PubAck,
+    PubComp,
+    PubRec,
+    RetainHandling,
+    SubAck,
+    SubscriptionRequest,
+    UnsubAck,
+    Will,
+)
+from mqttish.protocol.properties import NO_PROPERTIES, Properties
+from mqttish.protocol.topics import matches
+
+log = logging.getLogger("mqttish.client")
+
+RECEIVE_SIZE = 65536
+GOODBYE_TIMEOUT = 2.0  # seconds to get DISCONNECT (or a protocol error's reason) out
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between reconnect attempts: exponential, capped, with jitter.
+
+    The jitter takes up to `jitter` (a fraction) off each delay at random, so a
+    fleet of clients that lost the same broker does not come back in lockstep.
+    """
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return base * (1 - self.jitter * random.random())
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Tuning beyond what CONNECT says; one instance can serve a whole fleet of clients."""
+
+    connect_timeout: float = 10.0  # TCP connect plus CONNACK
+    ping_timeout: float | None = None  # seconds to wait for PINGRESP; None: the keepalive
+    max_inflight: int = 20  # QoS 1/2 publishes in flight; less if the server's window is smaller
+    receive_maximum: int | None = None  # MQTT 5: our window for QoS 1/2 messages (65535)
+    topic_alias_maximum: int = 0  # MQTT 5: topic aliases the server may use towards us
+    message_buffer: int = 64  # messages a consumer may fall behind before reading stops
+    backoff: Backoff = Backoff()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_inflight <= 0xFFFF:
+            raise ValueError("max_inflight must be between 1 and 65535")
+        if self.message_buffer < 1:
+            raise ValueError("message_buffer must be at least 1")
+
+
+DEFAULT_OPTIONS = ClientOptions()
+
+
+class ClientState(Enum):
+    CONNECTING = 1  # the first connection is not up yet
+    CONNECTED = 2
+    RECONNECTING = 3  # a connection was lost; `reconnect=True` brings it back
+    CLOSED = 4
+
+
+class _Waiter:
+    """A task waiting for the acknowledgement of one packet id."""
+
+    __slots__ = ("ack", "done")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ack: PubAck | PubRec | PubComp | SubAck | UnsubAck | None = None
+
+
+class _Consumer:
+    """A `subscription()` block: messages matching its filter go to its channel."""
+
+    __slots__ = ("channel", "match_filter", "topic_filter")
+
+    def __init__(self, topic_filter: str, channel: trio.MemorySendChannel[Message]) -> None:
+        self.topic_filter = topic_filter
+        self.match_filter = matching_filter(topic_filter)
+        self.channel = channel
+
+
+class Client:
+    """An MQTT 3.1.1 / 5.0 client; use as `async with Client(host, port, ...) as client:`.
+
+    Entering connects (raising ConnectError if refused, OSError if unreachable
+    while `reconnect` is off); leaving normally sends DISCONNECT. Leaving with
+    an exception closes the connection without DISCONNECT, so the broker
+    publishes the will: the program did not end the way it meant to.
+    """
+
+    __slots__ = (
+        "_closing", "_connections", "_consumers", "_inbox", "_inbox_send", "_keepalive",
+        "_last_sent", "_nursery", "_options", "_pending", "_pong", "_protocol", "_queued",
+        "_reader_blocked", "_reconnect", "_stack", "_state", "_state_changed", "_window",
+        "_writer", "_written", "_written_lot", "host", "port",
+    )
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 1883,
+        *,
+        client_id: str = "",
+        version: int = MQTT_3_1_1,
+        clean_start: bool = True,
+        keepalive: int = 60,
+        will: Will | None = None,
+        username: str | None = None,
+        password: str | bytes | None = None,
+        properties: Properties = NO_PROPERTIES,
+        reconnect: bool = False,
+        options: ClientOptions = DEFAULT_OPTIONS,
+    ) -> None:
+        if version not in (MQTT_3_1_1, MQTT_5):
+            raise ValueError(f"unsupported MQTT version {version}: use MQTT_3_1_1 or MQTT_5")
+        if version == MQTT_5:
+            properties = replace(
+                properties,
+                receive_maximum=options.receive_maximum,
+                topic_alias_maximum=options.topic_alias_maximum or None,
+            )
+        elif properties or (will is not None and will.properties):
+            raise ValueError("properties need MQTT 5 (version=MQTT_5)")
+        if isinstance(password, str):
+            password = password.encode()
+        connect = Connect(client_id, version, clean_start, keepalive, will, username, password,
+                          properties)
+        self.host = host
+        self.port = port
+        self._options = options
+        self._reconnect = reconnect
+        self._protocol = ClientProtocol(connect, options.max_inflight)
+        self._state = ClientState.CONNECTING
+        self._closing = False  # set on leaving the `async with`: no reconnecting any more
+        self._state_changed = trio.lowlevel.ParkingLot()
+        self._connections = 0
+        self._keepalive = keepalive
+        self._pending: dict[int, _Waiter] = {}
+        self._window = trio.lowlevel.ParkingLot()  # publishers waiting for a free slot
+        self._writer = trio.lowlevel.ParkingLot()  # the writer, waiting for output
+        self._queued = 0  # tickets handed out for output...
+        self._written = 0  # ...and the last one the writer has sent
+        self._written_lot = trio.lowlevel.ParkingLot()
+        self._last_sent = 0.0
+        self._pong = trio.Event()
+        self._reader_blocked = False
+        self._consumers: list[_Consumer] = []
+        self._inbox_send, self._inbox = trio.open_memory_channel[Message](options.message_buffer)
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+
+    def __repr__(self) -> str:
+        return f"Client({self.client_id!r} to {self.host}:{self.port}, {self._state.name})"
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def client_id(self) -> str:
+        """Our client id: the one the server assigned, if we sent none."""
+        return self._protocol.connect.client_id
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    @property
+    def is_connected(self) -> bool:
+        return self._state is ClientState.CONNECTED
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the server resumed an existing session on the last connection."""
+        return self._protocol.session_present
+
+    @property
+    def server_properties(self) -> Properties:
+        """The last CONNACK's properties (MQTT 5): the server's limits."""
+        return self._protocol.server
+
+    async def wait_connected(self) -> None:
+        """Return once connected; raise ConnectionLostError if the client is closed."""
+        while self._state is not ClientState.CONNECTED:
+            if self._state is ClientState.CLOSED:
+                raise ConnectionLostError(f"the client to {self.host}:{self.port} is closed")
+            await self._state_changed.park()
+
+    async def wait_disconnected(self) -> None:
+        """Return once the current connection (if any) has ended."""
+        connection = self._connections
+        while self._state is ClientState.CONNECTED and self._connections == connection:
+            await self._state_changed.park()
+
+    def _set_state(self, state: ClientState) -> None:
+        self._state = state
+        self._state_changed.unpark_all()
+        self._window.unpark_all()
+
+    # ------------------------------------------------------------------ context manager
+
+    async def __aenter__(self) -> Client:
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        with _single_errors():
+            try:
+                await nursery.start(self._run)
+            except BaseException as exc:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+        self._stack, self._nursery = stack, nursery
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        assert self._stack is not None and self._nursery is not None
+        self._closing = True
+        if exc is None:
+            await self._goodbye()
+        self._set_state(ClientState.CLOSED)
+        self._nursery.cancel_scope.cancel()
+        try:
+            with _single_errors():
+                return await self._stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._inbox_send.close()  # ends `async for` loops over messages()
+
+    async def _goodbye(self) -> None:
+        """Send DISCONNECT, after anything consumers already have has been acknowledged."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + GOODBYE_TIMEOUT
+            # The reader may have handed a consumer its last message and not yet run again
+            # to acknowledge it: one checkpoint lets it, so the PUBACK precedes DISCONNECT.
+            await trio.lowlevel.checkpoint()
+            if self._state is ClientState.CONNECTED:
+                self._protocol.disconnect()
+                await self._flushed(self._queue())
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, topic: str, payload: bytes | str = b"", qos: int = 0,
+                      retain: bool = False, properties: Properties = NO_PROPERTIES) -> None:
+        """Publish a message; return once it is sent (QoS 0) or acknowledged (QoS 1 and 2).
+
+        QoS 1/2 waits for a free slot in the server's receive window, and keeps
+        waiting across reconnects: the message is re-sent with DUP. Cancelling
+        the call stops the wait, not the delivery.
+        """
+        data = payload.encode() if isinstance(payload, str) else payload
+        protocol = self._protocol
+        if not qos:
+            await self.wait_connected()
+            protocol.publish(topic, data, 0, retain, properties)
+            await self._flushed(self._queue())
+            return
+        while True:
+            await self.wait_connected()
+            if protocol.can_publish:
+                break
+            await self._window.park()
+        packet_id = protocol.publish(topic, data, qos, retain, properties)
+        assert packet_id is not None
+        ack = await self._wait_for(packet_id)
+        if isinstance(ack, PubAck | PubRec) and ack.reason_code >= 0x80:
+            raise PublishError(topic, ack.reason_code, ack.properties.reason_string)
+
+    # ------------------------------------------------------------------ subscribing
+
+    async def subscribe(
+        self,
+        topic_filter: str | SubscriptionRequest | Sequence[str | SubscriptionRequest],
+        qos: int = 0,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE,
+        identifier: int | None = None,
+        properties: Properties = NO_PROPERTIES,
+    ) -> tuple[int, ...]:
+        """Subscribe to one or more filters; return the SUBACK reason codes, one per filter.
+
+        A code below 0x80 is the granted QoS; the options apply to plain string
+        filters, a SubscriptionRequest carries its own. Granted subscriptions
+        are restored after a reconnect that finds no session on the server.
+        """
+        items = [topic_filter] if isinstance(topic_filter, str | SubscriptionRequest) \
+            else topic_filter
+        requests = [
+            item if isinstance(item, SubscriptionRequest)
+            else SubscriptionRequest(item, qos, no_local, retain_as_published, retain_handling)
+            for item in items
+        ]
+        await self.wait_connected()
+        ack = await self._wait_for(self._protocol.subscribe(requests, identifier, properties))
+        assert isinstance(ack, SubAck)
+        return ack.reason_codes
+
+    async def unsubscribe(self, topic_filter: str | Sequence[str],
+                          properties: Properties = NO_PROPERTIES) -> tuple[int, ...]:
+        """Unsubscribe; return the UNSUBACK reason codes (MQTT 5; empty for 3.1.1)."""
+        filters = [topic_filter] if isinstance(topic_filter, str) else topic_filter
+        await self.wait_connected()
+        ack = await self._wait_for(self._protocol.unsubscribe(filters, properties))
+        assert isinstance(ack, UnsubAck)
+        return ack.reason_codes
+
+    def messages(self) -> trio.MemoryReceiveChannel[Message]:
+        """Every incoming message that no `subscription()` block took, in arrival order.
+
+        Messages wait here (up to `message_buffer`, then the client stops
+        reading) even before anyone iterates, so none is lost between
+        `subscribe()` and the loop. Each call returns a new handle on the same
+        queue; closing it is harmless.
+        """
+        return self._inbox.clone()
+
+    @asynccontextmanager
+    async def subscription(
+        self,
+        topic_filter: str,
+        qos: int = 0,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE,
+        identifier: int | None = None,
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Message]]:
+        """Subscribe for the duration of the block and receive just the matching messages.
+
+        The messages are matched locally, so overlapping blocks each get a copy.
+        Raises SubscribeError if the server refuses; unsubscribes on exit unless
+        another block still uses the same filter.
+        """
+        send, receive = trio.open_memory_channel[Message](self._options.message_buffer)
+        consumer = _Consumer(topic_filter, send)
+        self._consumers.append(consumer)  # before SUBSCRIBE: retained messages follow SUBACK
+        try:
+            [code] = await self.subscribe(
+                topic_filter, qos, no_local=no_local, retain_as_published=retain_as_published,
+                retain_handling=retain_handling, identifier=identifier)
+            if code >= 0x80:
+                raise SubscribeError(topic_filter, code)
+            with receive:
+                yield receive
+        finally:
+            self._consumers.remove(consumer)
+            send.close()
+            still_used = any(other.topic_filter == topic_filter for other in self._consumers)
+            if not still_used and self._state is not ClientState.CLOSED:
+                # No need to wait for UNSUBACK: the block's messages are already unrouted.
+                self._protocol.unsubscribe((topic_filter,))
+                self._queue()
+
+    # ------------------------------------------------------------------ waiting
+
+    def _queue(self) -> int:
+        """Wake the writer for newly queued output; return a ticket for `_flushed`."""
+        self._queued += 1
+        self._writer.unpark()
+        return self._queued
+
+    async def _flushed(self, ticket: int) -> None:
+        """Wait until the output queued before `ticket` was handed to the socket (or lost)."""
+        while self._written < ticket:
+            await self._written_lot.park()
+
+    async def _wait_for(self, packet_id: int) -> PubAck | PubRec | PubComp | SubAck | UnsubAck:
+        waiter = self._pending[packet_id] = _Waiter()
+        self._queue()
+        try:
+            await waiter.done.wait()
+        finally:
+            if self._pending.get(packet_id) is waiter:
+                del self._pending[packet_id]
+        assert waiter.ack is not None
+        return waiter.ack
+
+    # ------------------------------------------------------------------ connections
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                   ) -> None:
+        """Connect, serve the connection, and reconnect until closed."""
+        backoff = self._options.backoff
+        attempt = 0
+        where = f"{self.host}:{self.port}"
+        while True:
+            try:
+                stream = await self._connect()
+            except (OSError, ConnectionLostError, ConnectError, RemoteProtocolError) as exc:
+                if not self._reconnect or (isinstance(exc, ConnectError) and not exc.transient):
+                    raise
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.info("client %r: cannot connect to %s (%s); retrying in %.1f s",
+                         self.client_id, where, _describe(exc), delay)
+                await trio.sleep(delay)
+                continue
+            if self._connections > 1:
+                log.info("client %r: reconnected to %s (%s session)", self.client_id, where,
+                         "resumed" if self.session_present else "new")
+            attempt = 0
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
+            try:
+                reason = await self._serve(stream)
+            finally:
+                self._connection_ended()
+                await trio.aclose_forcefully(stream)
+            if self._closing:
+                return  # the server's answer to our DISCONNECT, not a loss
+            if not self._reconnect:
+                raise ConnectionLostError(f"connection to {where} lost: {reason}")
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.info("client %r: connection to %s lost (%s); reconnecting in %.1f s",
+                     self.client_id, where, reason, delay)
+            await trio.sleep(delay)
+
+    async def _connect(self) -> trio.SocketStream:
+        """Open TCP and exchange CONNECT / CONNACK, within the connect timeout."""
+        protocol = self._protocol
+        stream: trio.SocketStream | None = None
+        timeout = self._options.connect_timeout
+        try:
+            with trio.fail_after(timeout):
+                stream = await trio.open_tcp_stream(self.host, self.port)
+                protocol.start()
+                await stream.send_all(protocol.data_to_send())
+                self._last_sent = trio.current_time()
+                while (event := protocol.next_event()) is None:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        raise ConnectionLostError("the server closed the connection before CONNACK")
+                    protocol.receive_data(data)
+        except BaseException as exc:
+            protocol.connection_lost()
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            failure = _connect_failure(exc, timeout)
+            if failure is exc:
+                raise
+            raise failure from None
+        assert isinstance(event, Connected)
+        self._connected(event.connack)
+        return stream
+
+    def _connected(self, connack: ConnAck) -> None:
+        self._connections += 1
+        server_keepalive = connack.properties.server_keep_alive
+        self._keepalive = (self._protocol.connect.keepalive if server_keepalive is None
+                           else server_keepalive)
+        self._set_state(ClientState.CONNECTED)
+        if self._protocol.has_output:  # re-sent publishes, restored subscriptions
+            self._queue()
+
+    def _connection_ended(self) -> None:
+        self._protocol.connection_lost()
+        reconnecting = self._reconnect and not self._closing
+        self._set_state(ClientState.RECONNECTING if reconnecting else ClientState.CLOSED)
+        self._written = self._queued  # QoS 0 output not yet sent is lost with the connection
+        self._written_lot.unpark_all()
+
+    async def _serve(self, stream: trio.abc.Stream) -> str:
+        """Run one connection until it ends; return why it ended."""
+        reasons: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            def lose(reason: str) -> None:
+                reasons.append(reason)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(self._write_loop, stream, lose)
+            nursery.start_soon(self._keepalive_loop, lose)
+            lose(await self._read_loop(stream))
+        return reasons[0]
+
+    async def _read_loop(self, stream: trio.abc.Stream) -> str:
+        protocol = self._protocol
+        try:
+            while True:
+                while (event := protocol.next_event()) is not None:
+                    reason = await self._handle(event)
+                    if reason is not None:
+                        return reason
+                if protocol.has_output:
+                    self._queue()
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    return "the server closed the connection"
+                protocol.receive_data(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            return _describe(exc)
+        except RemoteProtocolError as exc:
+            if protocol.version == MQTT_5:
+                protocol.disconnect(exc.reason_code)
+                with trio.move_on_after(GOODBYE_TIMEOUT):
+                    await self._flushed(self._queue())
+            return f"protocol error by the server: {exc}"
+
+    async def _handle(self, event: Event) -> str | None:
+        """Act on one event; return a reason if it ends the connection."""
+        match event:
+            case MessageReceived():
+                await self._deliver(event)
+            case Completed(packet_id=packet_id, ack=ack):
+                if isinstance(ack, PubAck | PubRec | PubComp):
+                    self._window.unpark()
+                waiter = self._pending.pop(packet_id, None)
+                if waiter is not None:
+                    waiter.ack = ack
+                    waiter.done.set()
+            case PingResponse():
+                self._pong.set()
+            case ServerDisconnected(disconnect=packet):
+                reason = f"the server disconnected: {reason_name(packet.reason_code)}"
+                if packet.properties.reason_string:
+                    reason += f": {packet.properties.reason_string}"
+                return reason
+        return None
+
+    async def _deliver(self, event: MessageReceived) -> None:
+        """Hand a message to every consumer it matches (or the inbox), then acknowledge it."""
+        message = event.message
+        claimed = False
+        for consumer in tuple(self._consumers):
+            if matches(consumer.match_filter, message.topic):
+                claimed = True
+                await self._put(consumer.channel, message)
+        if not claimed:
+            await self._put(self._inbox_send, message)
+        self._protocol.acknowledge(event)
+
+    async def _put(self, channel: trio.MemorySendChannel[Message], message: Message) -> None:
+        try:
+            channel.send_nowait(message)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # that consumer has gone
+        if self._protocol.has_output:
+            self._queue()  # acknowledgements so far go out while we wait
+        self._reader_blocked = True  # a slow consumer, not a dead server, delays PINGRESP
+        try:
+            await channel.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._reader_blocked = False
+
+    async def _write_loop(self, stream: trio.abc.Stream, lose: Callable[[str], None]) -> None:
+        protocol = self._protocol
+        try:
+            while True:
+                while not protocol.has_output:
+                    await self._writer.park()
+                ticket = self._queued
+                await stream.send_all(protocol.data_to_send())
+                self._last_sent = trio.current_time()
+                self._written = ticket
+                self._written_lot.unpark_all()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            lose(_describe(exc))
+
+    async def _keepalive_loop(self, lose: Callable[[str], None]) -> None:
+        """[MQTT-3.1.2-23] ping when idle; no PINGRESP in time means the connection is dead."""
+        interval = self._keepalive
+        if not interval:
+            return
+        timeout = self._options.ping_timeout or interval
+        while True:
+            await trio.sleep_until(self._last_sent + interval)
+            if trio.current_time() < self._last_sent + interval:
+                continue  # something was sent while we slept
+            self._pong = pong = trio.Event()
+            self._protocol.ping()
+            self._queue()
+            while not pong.is_set():
+                with trio.move_on_after(timeout):
+                    await pong.wait()
+                if not pong.is_set() and not self._reader_blocked:
+                    lose(f"no PINGRESP within {timeout:g} s")
+                    return
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a log or an error message; trio's Broken... errors hide the OSError."""
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _connect_failure(exc: BaseException, timeout: float) -> BaseException:
+    """The error a failed connection attempt should raise, in the OSError family if possible."""
+    if isinstance(exc, trio.TooSlowError):
+        return TimeoutError(f"no connection and CONNACK within {timeout:g} s")
+    if isinstance(exc, trio.BrokenResourceError):
+        return ConnectionLostError(f"connection lost before CONNACK: {_describe(exc)}")
+    cause = exc.__cause__
+    if isinstance(exc, OSError) and isinstance(cause, BaseExceptionGroup):
+        # trio tried every address; the last attempt's error says what went wrong.
+        errors = [error for error in cause.exceptions if isinstance(error, OSError)]
+        if errors:
+            return errors[-1]
+    return exc
+
+
+@contextmanager
+def _single_errors() -> Iterator[None]:
+    """Let a lone error leave our internal nursery as itself, not in an ExceptionGroup."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        errors = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+        single = errors if errors else leaves
+        if len(single) != 1:
+            raise
+        raise single[0] from single[0].__cause__
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
