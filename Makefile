@@ -34,3 +34,11 @@ test: lint typecheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Benchmark mqttish side by side with Mosquitto and amqtt (docs/performance.md).
+# One scenario / one broker while optimising:
+#   make bench ARGS="--scenario fan-in-qos0 --broker mqttish"
+# Other options: --smoke, --profile, --runs N (python -m bench --help).
+.PHONY: bench
+bench: $(VENV)/.runtime
+	BENCH_COMMAND='make bench $(ARGS)' $(PYTHON) -m bench $(ARGS)

@@ -1,0 +1,1 @@
+"""Side-by-side benchmark harness: mqttish, Mosquitto and amqtt (docs/performance.md)."""

@@ -755,6 +755,7 @@ def connections(ctx: Context) -> Result:
     clients.idle(1.0)
     connected = clients.connected
     result: Result = {
+        "clients": total,
         "connected": connected,
         "connect_s": elapsed,
         "rss_before_kib": before,
