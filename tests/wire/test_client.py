@@ -57,7 +57,7 @@ async def start_server(nursery: trio.Nursery, port: int = 0, **overrides: Any
     server = Server(make_config(listeners=(ListenerConfig(port=port),), **overrides))
     stopped = trio.Event()
 
-    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(*, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             await server.run(task_status=task_status)
         finally:
@@ -145,11 +145,13 @@ async def silent_server() -> AsyncIterator[int]:
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("qos", [0, 1, 2])
 async def test_publish_reaches_subscriber(trio_broker: Server, version: int, qos: int) -> None:
-    async with connect(trio_broker, "sub", version=version) as sub, \
-            connect(trio_broker, "pub", version=version) as pub:
-        async with sub.subscription("sensors/+/temperature", qos=2) as messages:
-            await pub.publish("sensors/kitchen/temperature", "21.5", qos=qos)
-            message = await receive(messages)
+    async with (
+        connect(trio_broker, "sub", version=version) as sub,
+        connect(trio_broker, "pub", version=version) as pub,
+        sub.subscription("sensors/+/temperature", qos=2) as messages,
+    ):
+        await pub.publish("sensors/kitchen/temperature", "21.5", qos=qos)
+        message = await receive(messages)
     assert message == Message("sensors/kitchen/temperature", b"21.5", qos)
 
 
@@ -203,12 +205,14 @@ async def test_unsubscribe_stops_delivery(trio_broker: Server, version: int) -> 
 
 async def test_topic_aliases_from_the_server_are_resolved(trio_broker: Server) -> None:
     options = ClientOptions(topic_alias_maximum=5)
-    async with connect(trio_broker, "sub", version=MQTT_5, options=options) as sub, \
-            connect(trio_broker, "pub", version=MQTT_5) as pub:
-        async with sub.subscription("alias/#", qos=1) as messages:
-            for n in range(3):
-                await pub.publish("alias/a/rather/long/topic/name", str(n), qos=1)
-            received = [await receive(messages) for _ in range(3)]
+    async with (
+        connect(trio_broker, "sub", version=MQTT_5, options=options) as sub,
+        connect(trio_broker, "pub", version=MQTT_5) as pub,
+        sub.subscription("alias/#", qos=1) as messages,
+    ):
+        for n in range(3):
+            await pub.publish("alias/a/rather/long/topic/name", str(n), qos=1)
+        received = [await receive(messages) for _ in range(3)]
     assert [(m.topic, m.payload) for m in received] == [
         ("alias/a/rather/long/topic/name", str(n).encode()) for n in range(3)]
     assert all(m.properties.topic_alias is None for m in received)
@@ -237,12 +241,14 @@ async def test_receive_maximum_is_respected(nursery: trio.Nursery) -> None:
 
 async def test_slow_consumer_gets_backpressure_not_losses(trio_broker: Server) -> None:
     options = ClientOptions(message_buffer=1)
-    async with connect(trio_broker, "slow", options=options) as sub, \
-            connect(trio_broker, "fast") as pub:
-        async with sub.subscription("bulk/#", qos=1) as messages:
-            for n in range(50):  # the consumer reads none of these while they are published
-                await pub.publish(f"bulk/{n}", b"x", qos=1)
-            topics = [(await receive(messages)).topic for _ in range(50)]
+    async with (
+        connect(trio_broker, "slow", options=options) as sub,
+        connect(trio_broker, "fast") as pub,
+        sub.subscription("bulk/#", qos=1) as messages,
+    ):
+        for n in range(50):  # the consumer reads none of these while they are published
+            await pub.publish(f"bulk/{n}", b"x", qos=1)
+        topics = [(await receive(messages)).topic for _ in range(50)]
     assert topics == [f"bulk/{n}" for n in range(50)]
 
 
@@ -252,8 +258,8 @@ async def test_slow_consumer_gets_backpressure_not_losses(trio_broker: Server) -
 async def test_server_assigns_client_id(trio_broker: Server) -> None:
     async with connect(trio_broker, "", version=MQTT_5) as client:
         assert client.client_id.startswith("mqttish-")
-        assert client.state is ClientState.CONNECTED
-    assert client.state is ClientState.CLOSED
+        inside = client.state
+    assert (inside, client.state) == (ClientState.CONNECTED, ClientState.CLOSED)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -277,19 +283,21 @@ async def test_body_errors_propagate_unwrapped_and_publish_the_will(trio_broker:
         pass
 
     will = Will("wills/dying", b"gone", qos=1)
-    async with connect(trio_broker, "watcher") as watcher:
-        async with watcher.subscription("wills/#", qos=1) as wills:
-            with pytest.raises(Crash):
-                async with connect(trio_broker, "dying", will=will):
-                    raise Crash  # leaving with an error closes without DISCONNECT
-            message = await receive(wills)
-            assert (message.topic, message.payload) == ("wills/dying", b"gone")
+    async with (
+        connect(trio_broker, "watcher") as watcher,
+        watcher.subscription("wills/#", qos=1) as wills,
+    ):
+        with pytest.raises(Crash):
+            async with connect(trio_broker, "dying", will=will):
+                raise Crash  # leaving with an error closes without DISCONNECT
+        message = await receive(wills)
+        assert (message.topic, message.payload) == ("wills/dying", b"gone")
 
-            async with connect(trio_broker, "polite", will=Will("wills/polite", b"gone")):
-                pass
-            async with connect(trio_broker, "barrier") as barrier:
-                await barrier.publish("wills/barrier", "after", qos=1)
-            assert (await receive(wills)).topic == "wills/barrier"
+        async with connect(trio_broker, "polite", will=Will("wills/polite", b"gone")):
+            pass
+        async with connect(trio_broker, "barrier") as barrier:
+            await barrier.publish("wills/barrier", "after", qos=1)
+        assert (await receive(wills)).topic == "wills/barrier"
 
 
 async def test_keepalive_pings_keep_an_idle_connection_alive(trio_broker: Server) -> None:
@@ -314,10 +322,14 @@ async def test_missing_pingresp_is_connection_loss() -> None:
 async def test_broker_shutdown_without_reconnect_raises(nursery: trio.Nursery,
                                                         version: int) -> None:
     server, _ = await start_server(nursery)
-    with pytest.raises(ConnectionLostError) as caught:
+
+    async def stay_connected() -> None:
         async with connect(server, "c", version=version):
             server.request_shutdown()
             await trio.sleep_forever()
+
+    with pytest.raises(ConnectionLostError) as caught:
+        await stay_connected()
     if version == MQTT_5:
         assert "SERVER_SHUTTING_DOWN" in str(caught.value)
 
