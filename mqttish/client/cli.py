@@ -34,6 +34,8 @@ from mqttish.protocol.packets import MQTT_3_1_1, MQTT_5, Will
 from mqttish.protocol.properties import NO_PROPERTIES, SPEC_BY_NAME, Properties, PropType
 from mqttish.protocol.topics import validate_topic_name
 
+log = logging.getLogger("mqttish.client.cli")
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 27  # mosquitto_sub's MOSQ_ERR_TIMEOUT, which scripts already test for
@@ -271,11 +273,14 @@ async def subscribe(settings: Settings) -> int:
     async with _stop_on_signal() as stop, settings.client() as client:
         codes = await client.subscribe(settings.topics, settings.qos,
                                        properties=settings.props(P.SUBSCRIBE))
-        refused = [(topic, code) for topic, code in zip(settings.topics, codes, strict=False)
-                   if code >= 0x80]
-        for topic, code in refused:
-            print(f"mqttish sub: subscription to {topic!r} refused: {reason_name(code)}",
-                  file=sys.stderr)
+        refused = []
+        for topic, code in zip(settings.topics, codes, strict=False):
+            if code >= 0x80:
+                refused.append(topic)
+                print(f"mqttish sub: subscription to {topic!r} refused: {reason_name(code)}",
+                      file=sys.stderr)
+            else:
+                log.debug("subscribed to %r: %s", topic, reason_name(code))
         if len(refused) == len(settings.topics):
             return EXIT_ERROR
         timed_out = False

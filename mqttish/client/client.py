@@ -149,10 +149,10 @@ class Client:
     """
 
     __slots__ = (
-        "_closing", "_connections", "_consumers", "_inbox", "_inbox_send", "_keepalive",
-        "_last_sent", "_nursery", "_options", "_pending", "_pong", "_protocol", "_queued",
-        "_reader_blocked", "_reconnect", "_stack", "_state", "_state_changed", "_window",
-        "_writer", "_written", "_written_lot", "host", "port",
+        "_closing", "_connections", "_consumers", "_failure", "_inbox", "_inbox_send",
+        "_keepalive", "_last_sent", "_nursery", "_options", "_pending", "_pong", "_protocol",
+        "_queued", "_reader_blocked", "_reconnect", "_stack", "_state", "_state_changed",
+        "_window", "_writer", "_written", "_written_lot", "host", "port",
     )
 
     def __init__(
@@ -174,11 +174,10 @@ class Client:
         if version not in (MQTT_3_1_1, MQTT_5):
             raise ValueError(f"unsupported MQTT version {version}: use MQTT_3_1_1 or MQTT_5")
         if version == MQTT_5:
-            properties = replace(
-                properties,
-                receive_maximum=options.receive_maximum,
-                topic_alias_maximum=options.topic_alias_maximum or None,
-            )
+            if options.receive_maximum is not None:
+                properties = replace(properties, receive_maximum=options.receive_maximum)
+            if options.topic_alias_maximum:
+                properties = replace(properties, topic_alias_maximum=options.topic_alias_maximum)
         elif properties or (will is not None and will.properties):
             raise ValueError("properties need MQTT 5 (version=MQTT_5)")
         if isinstance(password, str):
@@ -192,6 +191,9 @@ class Client:
         self._protocol = ClientProtocol(connect, options.max_inflight)
         self._state = ClientState.CONNECTING
         self._closing = False  # set on leaving the `async with`: no reconnecting any more
+        # Why a client without `reconnect` closed: every task that was waiting raises this
+        # same error, so the `async with` reports it once, not in an ExceptionGroup.
+        self._failure: ConnectionLostError | None = None
         self._state_changed = trio.lowlevel.ParkingLot()
         self._connections = 0
         self._keepalive = keepalive
@@ -241,7 +243,7 @@ class Client:
         """Return once connected; raise ConnectionLostError if the client is closed."""
         while self._state is not ClientState.CONNECTED:
             if self._state is ClientState.CLOSED:
-                raise ConnectionLostError(f"the client to {self.host}:{self.port} is closed")
+                raise self._closed_error()
             await self._state_changed.park()
 
     async def wait_disconnected(self) -> None:
@@ -254,6 +256,9 @@ class Client:
         self._state = state
         self._state_changed.unpark_all()
         self._window.unpark_all()
+        if state is ClientState.CLOSED:
+            for waiter in self._pending.values():
+                waiter.done.set()  # without an ack: nothing will acknowledge it any more
 
     # ------------------------------------------------------------------ context manager
 
@@ -430,8 +435,13 @@ class Client:
         finally:
             if self._pending.get(packet_id) is waiter:
                 del self._pending[packet_id]
-        assert waiter.ack is not None
+        if waiter.ack is None:
+            raise self._closed_error()
         return waiter.ack
+
+    def _closed_error(self) -> ConnectionLostError:
+        return self._failure or ConnectionLostError(
+            f"the client to {self.host}:{self.port} is closed")
 
     # ------------------------------------------------------------------ connections
 
@@ -459,15 +469,18 @@ class Client:
             attempt = 0
             task_status.started()
             task_status = trio.TASK_STATUS_IGNORED
+            reason = None
             try:
                 reason = await self._serve(stream)
             finally:
+                if reason is not None and not (self._reconnect or self._closing):
+                    self._failure = ConnectionLostError(f"connection to {where} lost: {reason}")
                 self._connection_ended()
                 await trio.aclose_forcefully(stream)
+            if self._failure is not None:
+                raise self._failure
             if self._closing:
                 return  # the server's answer to our DISCONNECT, not a loss
-            if not self._reconnect:
-                raise ConnectionLostError(f"connection to {where} lost: {reason}")
             delay = backoff.delay(attempt)
             attempt += 1
             log.info("client %r: connection to %s lost (%s); reconnecting in %.1f s",
@@ -672,7 +685,9 @@ def _single_errors() -> Iterator[None]:
         yield
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
-        errors = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+        # The same error raised by several waiting tasks counts once.
+        errors = list({id(leaf): leaf for leaf in leaves
+                       if not isinstance(leaf, trio.Cancelled)}.values())
         single = errors if errors else leaves
         if len(single) != 1:
             raise

@@ -43,8 +43,11 @@ class ConnectError(ClientError):
         return self.reason_code in self.TRANSIENT
 
 
-class ConnectionLostError(ClientError):
-    """The connection ended and the client was not asked to reconnect."""
+class ConnectionLostError(ClientError, ConnectionError):
+    """The connection ended (and the client was not asked to reconnect).
+
+    It is a ConnectionError too, so `except OSError` catches every network failure.
+    """
 
 
 class PublishError(ClientError):

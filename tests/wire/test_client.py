@@ -334,6 +334,28 @@ async def test_broker_shutdown_without_reconnect_raises(nursery: trio.Nursery,
         assert "SERVER_SHUTTING_DOWN" in str(caught.value)
 
 
+async def test_lost_connection_fails_a_waiting_publish_with_one_error(
+        trio_broker: Server, nursery: trio.Nursery) -> None:
+    proxy = Proxy(trio_broker.ports[0])
+    await nursery.start(proxy.run)
+
+    async def cut_once_published(watcher: Client) -> None:
+        await receive(watcher.messages())
+        proxy.cut()
+
+    async def publish_through_proxy() -> None:
+        async with Client("127.0.0.1", proxy.port) as client, trio.open_nursery() as tasks:
+            proxy.mute = True  # the PUBACKs never come
+            tasks.start_soon(client.publish, "lost/1", b"", 1)
+            await client.publish("lost/2", b"", 1)
+
+    async with connect(trio_broker, "watcher") as watcher:
+        await watcher.subscribe("lost/#")
+        nursery.start_soon(cut_once_published, watcher)
+        with pytest.raises(ConnectionLostError, match="lost: the server closed"):
+            await publish_through_proxy()  # two waiting tasks, one error
+
+
 # ------------------------------------------------------------------ reconnecting
 
 
