@@ -280,7 +280,7 @@ async def subscribe(settings: Settings) -> int:
                 print(f"mqttish sub: subscription to {topic!r} refused: {reason_name(code)}",
                       file=sys.stderr)
             else:
-                log.debug("subscribed to %r: %s", topic, reason_name(code))
+                log.debug("subscribed to %r: granted QoS %d", topic, code)
         if len(refused) == len(settings.topics):
             return EXIT_ERROR
         timed_out = False

@@ -463,9 +463,9 @@ class Client:
                          self.client_id, where, _describe(exc), delay)
                 await trio.sleep(delay)
                 continue
-            if self._connections > 1:
-                log.info("client %r: reconnected to %s (%s session)", self.client_id, where,
-                         "resumed" if self.session_present else "new")
+            log.log(logging.INFO if self._connections > 1 else logging.DEBUG,
+                    "client %r: connected to %s (%s session)", self.client_id, where,
+                    "resumed" if self.session_present else "new")
             attempt = 0
             task_status.started()
             task_status = trio.TASK_STATUS_IGNORED
