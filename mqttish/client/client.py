@@ -397,19 +397,21 @@ class Client:
         send, receive = trio.open_memory_channel[Message](self._options.message_buffer)
         consumer = _Consumer(topic_filter, send)
         self._consumers.append(consumer)  # before SUBSCRIBE: retained messages follow SUBACK
+        subscribed = False
         try:
             [code] = await self.subscribe(
                 topic_filter, qos, no_local=no_local, retain_as_published=retain_as_published,
                 retain_handling=retain_handling, identifier=identifier)
             if code >= 0x80:
                 raise SubscribeError(topic_filter, code)
+            subscribed = True
             with receive:
                 yield receive
         finally:
             self._consumers.remove(consumer)
             send.close()
             still_used = any(other.topic_filter == topic_filter for other in self._consumers)
-            if not still_used and self._state is not ClientState.CLOSED:
+            if subscribed and not still_used and self._state is not ClientState.CLOSED:
                 # No need to wait for UNSUBACK: the block's messages are already unrouted.
                 self._protocol.unsubscribe((topic_filter,))
                 self._queue()

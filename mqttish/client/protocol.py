@@ -149,6 +149,14 @@ def local_error(exc: RemoteProtocolError) -> LocalProtocolError:
     return LocalProtocolError(str(exc), exc.reason_code)
 
 
+def _validate_filters(topic_filters: Iterable[str]) -> None:
+    for topic_filter in topic_filters:
+        try:
+            validate_subscription_filter(topic_filter)
+        except RemoteProtocolError as exc:
+            raise local_error(exc) from None
+
+
 def matching_filter(topic_filter: str) -> str:
     """The filter that selects a subscription's messages locally: `$share/g/a/#` -> `a/#`."""
     try:
@@ -270,11 +278,7 @@ class ClientProtocol:
         requests = tuple(requests)
         if not requests:
             raise LocalProtocolError("[MQTT-3.8.3-3] SUBSCRIBE needs at least one topic filter")
-        for request in requests:
-            try:
-                validate_subscription_filter(request.topic_filter)
-            except RemoteProtocolError as exc:
-                raise local_error(exc) from None
+        _validate_filters(request.topic_filter for request in requests)
         if identifier is not None:
             if not 0 < identifier <= MAX_VARINT:
                 raise LocalProtocolError(
@@ -288,6 +292,7 @@ class ClientProtocol:
         topic_filters = tuple(topic_filters)
         if not topic_filters:
             raise LocalProtocolError("[MQTT-3.10.3-2] UNSUBSCRIBE needs at least one topic filter")
+        _validate_filters(topic_filters)
         for topic_filter in topic_filters:
             self.subscriptions.pop(topic_filter, None)
         return self._request(Unsubscribe(self._allocate_id(), topic_filters, properties))

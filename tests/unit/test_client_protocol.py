@@ -275,6 +275,7 @@ def test_subscribe_and_unsubscribe_complete_on_their_acks() -> None:
     (lambda p: p.publish("", b""), "MQTT-4.7.3-1"),
     (lambda p: p.subscribe([SubscriptionRequest("a/#/b")]), "MQTT-4.7.1-2"),
     (lambda p: p.subscribe([]), "MQTT-3.8.3-3"),
+    (lambda p: p.unsubscribe(["a+"]), "MQTT-4.7.1-3"),
 ])
 def test_misuse_is_a_local_protocol_error(call: object, match: str) -> None:
     protocol = connected()

@@ -26,6 +26,7 @@ from mqttish.client import (
     ClientState,
     ConnectError,
     ConnectionLostError,
+    LocalProtocolError,
     Message,
     Properties,
     PublishError,
@@ -179,6 +180,15 @@ async def test_subscription_blocks_get_their_own_messages(trio_broker: Server) -
             assert [(await receive(a_messages)).topic for _ in range(2)] == ["a/1", "a/2"]
             assert [(await receive(one_messages)).topic for _ in range(2)] == ["a/1", "b/1"]
             assert (await receive(client.messages())).topic == "plain/x"
+
+
+async def test_invalid_subscription_fails_locally_and_the_client_stays_connected(
+        trio_broker: Server) -> None:
+    async with connect(trio_broker, "c") as client:
+        with pytest.raises(LocalProtocolError, match="whole level"):
+            async with client.subscription("bad/#/filter"):
+                pytest.fail("subscribed")
+        await client.publish("still/fine", qos=1)
 
 
 async def test_subscription_unsubscribes_on_exit(trio_broker: Server) -> None:
