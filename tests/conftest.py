@@ -7,6 +7,7 @@ which run the server with its own trio loop in a thread. Trio tests use
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from mqttish.config import Config, ListenerConfig
 from mqttish.core.broker import Broker
+from mqttish.core.hooks import ClientInfo, Hook
 from mqttish.persistence.store import Store
 from mqttish.server import Server
 
@@ -25,6 +28,24 @@ TEST_CONFIG = Config(listeners=(ListenerConfig(port=0),), connect_timeout=5.0)
 
 def make_config(**overrides: Any) -> Config:
     return dataclasses.replace(TEST_CONFIG, **overrides)
+
+
+class DisconnectEvents(Hook):
+    """Lets a test wait until the broker has seen a client go (instead of sleeping)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.condition = threading.Condition()
+
+    def on_disconnect(self, client: ClientInfo, reason: str) -> None:
+        with self.condition:
+            self.counts[client.client_id] += 1
+            self.condition.notify_all()
+
+    def wait(self, client_id: str, count: int = 1, timeout: float = 10.0) -> None:
+        with self.condition:
+            if not self.condition.wait_for(lambda: self.counts[client_id] >= count, timeout):
+                raise TimeoutError(f"broker did not see {client_id!r} disconnect")
 
 
 class BrokerThread:
@@ -38,6 +59,9 @@ class BrokerThread:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
+        self.disconnects = DisconnectEvents()
+        # Real time that tests can move forward (expiry, will delay) instead of sleeping.
+        self.clock = trio.testing.MockClock(rate=1.0)
 
     @property
     def port(self) -> int:
@@ -66,6 +90,11 @@ class BrokerThread:
         """Run `function(*args)` on the broker's trio thread (the core is not thread-safe)."""
         return trio.from_thread.run_sync(function, *args, trio_token=self._token)
 
+    def advance(self, seconds: float) -> None:
+        """Move the broker's clock forward, and let housekeeping see the new time."""
+        self.call(self.clock.jump, seconds)
+        self.call(lambda: self.broker.housekeeping(trio.current_time()))
+
     def stop(self) -> None:
         if self._thread.is_alive() and self.server is not None:
             self.call(self.server.request_shutdown)
@@ -73,14 +102,14 @@ class BrokerThread:
 
     def _main(self) -> None:
         try:
-            trio.run(self._serve)
+            trio.run(self._serve, clock=self.clock)
         except BaseException as exc:  # reported to the test thread
             self._error = exc
             self._ready.set()
 
     async def _serve(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
-        broker = Broker(self.config, self.store, now=trio.current_time())
+        broker = Broker(self.config, self.store, [self.disconnects], now=trio.current_time())
         self.server = Server(self.config, broker)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.server.run)

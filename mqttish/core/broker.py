@@ -67,6 +67,7 @@ class Broker:
         self.topic_alias_maximum = self.config.topic_alias_maximum
         # Offline sessions with an expiry or a delayed will: what housekeeping looks at.
         self._waiting: dict[str, Session] = {}
+        self._shutting_down = False
         self._restore(now)
 
     # ------------------------------------------------------------------ connect
@@ -99,8 +100,7 @@ class Broker:
             old = session.connection
             log.info("client %r reconnected from %s: taking over its session", client_id,
                      connection.peer)
-            old.close("session taken over by a new connection", ReasonCode.SESSION_TAKEN_OVER)
-            self.disconnected(old, now)
+            old.close(now, "session taken over by a new connection", ReasonCode.SESSION_TAKEN_OVER)
             session = self.sessions.get(client_id)  # gone if it was a clean session
         if session is not None and packet.clean_start:
             self._end_session(session, now)
@@ -202,7 +202,7 @@ class Broker:
         log.info("client %r disconnected: %s", client.client_id, reason)
         self.hooks.on_disconnect(client, reason)
         will = connection.will
-        if will is not None and not connection.graceful:
+        if will is not None and not connection.graceful and not self._shutting_down:
             delay = will.properties.will_delay_interval or 0
             if delay and session.expiry_interval:
                 session.will = will
@@ -352,11 +352,15 @@ class Broker:
                 del self._waiting[session.client_id]
 
     def shutdown(self, now: float) -> None:
-        """Close every connection and save every persistent session."""
+        """Close every connection and save every persistent session.
+
+        Wills are not sent: the clients did not fail, the broker is going away.
+        """
+        self._shutting_down = True
         for session in list(self.sessions.values()):
             connection = session.connection
             if connection is not None:
-                connection.close("broker shutting down", ReasonCode.SERVER_SHUTTING_DOWN)
+                connection.close(now, "broker shutting down", ReasonCode.SERVER_SHUTTING_DOWN)
         for session in self.sessions.values():
             if session.persistent:
                 self.store.save_session(stored_session(session, now, with_messages=True))

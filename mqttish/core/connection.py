@@ -14,7 +14,7 @@ there is something new to send.
 
 The state machine is AWAITING_CONNECT -> CONNECTED -> CLOSED, and all of its
 transitions happen in this module. CLOSED is final: the transport sends what
-is left in the output and closes the stream, then calls `connection_lost`.
+is left in the output and closes the stream.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ class Connection:
 
     def read_deadline(self, now: float) -> float:
         """When the transport should give up waiting for the client's next bytes."""
+        if self.state is ConnectionState.CLOSED:
+            return math.inf  # the transport bounds the time a closing connection lingers
         if self.state is ConnectionState.AWAITING_CONNECT:
             return self.opened_at + self.config.connect_timeout
         if self.keepalive:
@@ -153,7 +155,7 @@ class Connection:
                 if self.closed:
                     break
         except MQTTError as exc:
-            self._fail(exc)
+            self._fail(exc, now)
 
     def data_to_send(self, now: float) -> bytes:
         """Everything ready to go to the client: replies, then queued deliveries."""
@@ -175,32 +177,34 @@ class Connection:
             self.wake_pending = True
             self.on_output()
 
-    def read_deadline_expired(self) -> None:
+    def read_deadline_expired(self, now: float) -> None:
         """The transport's `read_deadline` passed without the bytes it waited for."""
         if self.state is ConnectionState.AWAITING_CONNECT:
-            self.close("no CONNECT within the connect timeout")
+            self.close(now, "no CONNECT within the connect timeout")
         else:
             self.close(
+                now,
                 f"keepalive timeout ({self.keepalive} s x 1.5 of silence)",
                 ReasonCode.KEEP_ALIVE_TIMEOUT,
             )
 
-    def close(self, reason: str, code: ReasonCode | None = None) -> None:
-        """Close from our side; an MQTT 5 client is told why with a DISCONNECT."""
+    def close(self, now: float, reason: str, code: ReasonCode | None = None) -> None:
+        """End the connection: an MQTT 5 client is told why with a DISCONNECT (if `code`
+        is given), the broker detaches the session and sends the will if the end was
+        abnormal, and the transport is told to flush and close."""
         if self.state is ConnectionState.CLOSED:
             return
         if code is not None and self.version == MQTT_5 and self.state is ConnectionState.CONNECTED:
-            self._send(Disconnect(code))
+            self._out.append(encode(Disconnect(code), MQTT_5))
         self.state = ConnectionState.CLOSED
         self.close_reason = reason
-        self.notify()
+        self.broker.disconnected(self, now)
+        self.wake_pending = True
+        self.on_output()  # always: the transport must learn of the close
 
     def connection_lost(self, now: float, reason: str = "connection closed by peer") -> None:
-        """The transport is done with this connection: let the broker clean up."""
-        if self.state is not ConnectionState.CLOSED:
-            self.state = ConnectionState.CLOSED
-            self.close_reason = reason
-        self.broker.disconnected(self, now)
+        """The transport is done with this connection (a no-op if it was closed already)."""
+        self.close(now, reason)
 
     # ------------------------------------------------------------------ helpers
 
@@ -209,15 +213,15 @@ class Connection:
         self.metrics.messages_sent += 1
         self.notify()
 
-    def _fail(self, exc: MQTTError) -> None:
+    def _fail(self, exc: MQTTError, now: float) -> None:
         log.warning("closing %s: %s", self.name, exc)
         if self.state is ConnectionState.AWAITING_CONNECT:
             if exc.reason_code is ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
                 # The client's version is unknown: answer as 3.1.1 does [MQTT-3.1.2-2].
                 self._out.append(encode(ConnAck(False, exc.reason_code), MQTT_3_1_1))
-            self.close(str(exc))
+            self.close(now, str(exc))
         else:
-            self.close(str(exc), exc.reason_code)
+            self.close(now, str(exc), exc.reason_code)
 
     def _require_session(self) -> Session:
         session = self.session
@@ -334,7 +338,7 @@ class Connection:
         connack = self.broker.connect(self, packet, now)
         self._send(connack)
         if connack.reason_code >= 0x80:
-            self.close(f"connection refused: {ReasonCode(connack.reason_code).name}")
+            self.close(now, f"connection refused: {ReasonCode(connack.reason_code).name}")
             return
         self.state = ConnectionState.CONNECTED
         if connack.session_present:
@@ -496,11 +500,10 @@ class Connection:
                 )
             session.expiry_interval = self.broker.capped_expiry(expiry)
         self.graceful = packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE
-        self.state = ConnectionState.CLOSED
-        self.close_reason = "client disconnected"
+        reason = "client disconnected"
         if packet.reason_code:
-            self.close_reason += f" ({ReasonCode(packet.reason_code).name})"
-        self.notify()
+            reason += f" ({ReasonCode(packet.reason_code).name})"
+        self.close(now, reason)
 
     def _handle_auth(self, packet: Auth, now: float) -> None:
         raise protocol_error(

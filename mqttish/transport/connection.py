@@ -3,24 +3,28 @@
 Two tasks per connection, in one nursery: the reader feeds received bytes to
 the sans-IO `Connection` (which routes every PUBLISH before returning), the
 writer sleeps until the connection has output and sends it all with one
-`send_all`. Whichever side sees the end first tells the other: the writer
-cancels the reader once a CLOSED connection's last bytes are out; the reader
-gives the writer a short grace period to flush them.
+`send_all`.
+
+Closing: whoever closes the connection (the client's DISCONNECT, a protocol
+error, a takeover, a timeout, shutdown) puts it in the CLOSED state, and from
+then on the whole connection task has `CLOSE_GRACE` seconds left. The writer
+sends the last bytes (an MQTT 5 DISCONNECT with the reason) and half-closes
+the stream; the reader keeps reading and discarding until the client closes
+its side, so that unread input does not turn our close into a TCP reset that
+would destroy the DISCONNECT before the client reads it.
 """
 
 from __future__ import annotations
-
-import logging
 
 import trio
 
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection
 
-log = logging.getLogger("mqttish.transport")
-
 RECEIVE_SIZE = 65536
-FLUSH_GRACE = 5.0  # seconds a closing connection may take to send its last bytes
+CLOSE_GRACE = 5.0  # seconds a closing connection has to flush and linger
+
+_LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class Wakeup:
@@ -60,9 +64,16 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, peer: str) -
     connection = Connection(broker, peer, trio.current_time(), wakeup.set)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_write_loop, stream, connection, wakeup, nursery.cancel_scope)
+            scope = nursery.cancel_scope
+
+            def on_output() -> None:
+                wakeup.set()
+                if connection.closed:
+                    scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
+
+            connection.on_output = on_output
+            nursery.start_soon(_write_loop, stream, connection, wakeup)
             await _read_loop(stream, connection)
-            nursery.cancel_scope.deadline = trio.current_time() + FLUSH_GRACE
     finally:
         connection.connection_lost(trio.current_time())
         await trio.aclose_forcefully(stream)
@@ -70,33 +81,33 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, peer: str) -
 
 async def _read_loop(stream: trio.abc.Stream, connection: Connection) -> None:
     with trio.CancelScope() as idle:
-        while not connection.closed:
+        while True:
             idle.deadline = connection.read_deadline(trio.current_time())
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                connection.close(f"connection lost: {exc or type(exc).__name__}")
+            except _LOST as exc:
+                connection.close(trio.current_time(), f"connection lost: {exc or type(exc).__name__}")
                 return
             if not data:
-                connection.close("connection closed by peer")
+                connection.close(trio.current_time(), "connection closed by peer")
                 return
             connection.receive_data(data, trio.current_time())
     if idle.cancelled_caught:
-        connection.read_deadline_expired()
+        connection.read_deadline_expired(trio.current_time())
 
 
-async def _write_loop(
-    stream: trio.abc.Stream, connection: Connection, wakeup: Wakeup, scope: trio.CancelScope
-) -> None:
+async def _write_loop(stream: trio.abc.Stream, connection: Connection, wakeup: Wakeup) -> None:
     try:
         while True:
-            await wakeup.wait()
+            if not connection.closed:
+                await wakeup.wait()
             data = connection.data_to_send(trio.current_time())
             if data:
                 await stream.send_all(data)
-            if connection.closed:
+            elif connection.closed:  # and everything it said last is sent
+                if isinstance(stream, trio.abc.HalfCloseableStream):
+                    await stream.send_eof()
                 return
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        connection.close(f"connection lost: {exc or type(exc).__name__}")
-    finally:
-        scope.cancel()
+    except _LOST as exc:
+        connection.close(trio.current_time(), f"connection lost: {exc or type(exc).__name__}")
+

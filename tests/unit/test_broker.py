@@ -218,7 +218,7 @@ def test_keepalive_expiry_closes_with_will(broker: Broker) -> None:
     silent = Peer(broker)
     silent.connect("silent", keepalive=10, will=Will("w", b"timeout"))
     assert silent.connection.read_deadline(now=100) == 115
-    silent.connection.read_deadline_expired()
+    silent.connection.read_deadline_expired(now=115)
     silent.drop()
     assert [p.payload for p in watcher.publishes()] == [b"timeout"]
 

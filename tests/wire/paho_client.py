@@ -39,14 +39,15 @@ class PahoClient:
         self.connack_properties: Properties | None = None
         self.disconnect_reason: ReasonCode | None = None
         self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
-        self.acked: queue.Queue[int] = queue.Queue()
+        self.acked: queue.Queue[tuple[int, ReasonCode]] = queue.Queue()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
-        self.unsubacks: queue.Queue[int] = queue.Queue()
-        self.client.on_unsubscribe = lambda client, userdata, mid, *rest: self.unsubacks.put(mid)
+        self.unsubacks: queue.Queue[Any] = queue.Queue()
+        self.client.on_unsubscribe = lambda client, userdata, mid, codes, *rest: (
+            self.unsubacks.put(codes))
         if will is not None:
             topic, payload, qos, retain = will
             self.client.will_set(topic, payload, qos, retain)
@@ -84,26 +85,32 @@ class PahoClient:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties | None) -> None:
-        self.acked.put(mid)
+        self.acked.put((mid, reason))
 
-    def subscribe(self, topic: str, qos: int = 0, **kwargs: Any) -> list[ReasonCode]:
+    def subscribe(self, topic: str, qos: int = 0, properties: Properties | None = None,
+                  **kwargs: Any) -> list[ReasonCode]:
         if self.protocol == V5:
             options = mqtt.SubscribeOptions(qos=qos, **kwargs)
-            self.client.subscribe(topic, options=options)
+            self.client.subscribe(topic, options=options, properties=properties)
         else:
             self.client.subscribe(topic, qos)
         return self.subacks.get(timeout=TIMEOUT)
 
-    def unsubscribe(self, topic: str) -> None:
+    def unsubscribe(self, topic: str) -> Any:
+        """Unsubscribe and return the UNSUBACK reason codes (MQTT 5)."""
         self.client.unsubscribe(topic)
-        self.unsubacks.get(timeout=TIMEOUT)
+        return self.unsubacks.get(timeout=TIMEOUT)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
-                properties: Properties | None = None, wait: bool = True) -> None:
+                properties: Properties | None = None, wait: bool = True) -> ReasonCode | None:
+        """Publish; for QoS 1 and 2 (with wait) return the acknowledgement's reason code."""
         info = self.client.publish(topic, payload, qos, retain, properties)
-        if wait and qos:
-            info.wait_for_publish(TIMEOUT)
-            assert info.is_published(), f"no acknowledgement for {topic}"
+        if not (wait and qos):
+            return None
+        while True:
+            mid, reason = self.acked.get(timeout=TIMEOUT)
+            if mid == info.mid:
+                return reason
 
     def expect(self, count: int = 1, timeout: float = TIMEOUT) -> list[mqtt.MQTTMessage]:
         return [self.messages.get(timeout=timeout) for _ in range(count)]

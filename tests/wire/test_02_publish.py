@@ -56,7 +56,8 @@ def test_qos2_resent_with_dup_before_pubrel_is_delivered_once(broker: BrokerThre
     pub.send(PubRel(9))
     assert pub.receive() == PubComp(9)
     pub.send(Publish("once", b"barrier", 0))
-    assert [m.payload for m in sub.expect(2)] == [b"exactly", b"barrier"]
+    # paho hands a QoS 2 message over after its PUBREL: the barrier may overtake it.
+    assert sorted(m.payload for m in sub.expect(2)) == [b"barrier", b"exactly"]
 
 
 def test_order_preserved_per_publisher_and_topic(broker: BrokerThread) -> None:
@@ -79,9 +80,8 @@ def test_overlapping_subscriptions_deliver_once_at_highest_qos(broker: BrokerThr
     pub = PahoClient(broker.port, "pub")
     pub.publish("home/kitchen/temp", b"21", qos=2)
     pub.publish("home/barrier", b"end", qos=0)
-    first, second = sub.expect(2)
-    assert (first.topic, first.qos) == ("home/kitchen/temp", 2)
-    assert second.topic == "home/barrier"
+    received = {m.topic: m.qos for m in sub.expect(2)}  # a QoS 2 message may come second
+    assert received == {"home/kitchen/temp": 2, "home/barrier": 0}
 
 
 def test_publisher_receives_its_own_message(broker: BrokerThread) -> None:
