@@ -86,7 +86,7 @@ async def _read_loop(stream: trio.abc.Stream, connection: Connection) -> None:
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
             except _LOST as exc:
-                connection.close(trio.current_time(), f"connection lost: {exc or type(exc).__name__}")
+                _lost(connection, exc)
                 return
             if not data:
                 connection.close(trio.current_time(), "connection closed by peer")
@@ -109,5 +109,8 @@ async def _write_loop(stream: trio.abc.Stream, connection: Connection, wakeup: W
                     await stream.send_eof()
                 return
     except _LOST as exc:
-        connection.close(trio.current_time(), f"connection lost: {exc or type(exc).__name__}")
+        _lost(connection, exc)
 
+
+def _lost(connection: Connection, exc: BaseException) -> None:
+    connection.close(trio.current_time(), f"connection lost: {exc or type(exc).__name__}")
