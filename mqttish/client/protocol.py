@@ -373,6 +373,10 @@ class ClientProtocol:
         self.state = ProtocolState.CONNECTED
         self.server = props
         self.session_present = packet.session_present
+        if not packet.session_present:
+            # A new session: the server forgot the QoS 2 messages it was releasing, and
+            # will reuse their packet ids for new messages.
+            self.incoming_qos2.clear()
         window = self.max_inflight
         if self.version == MQTT_5 and props.receive_maximum is not None:
             window = min(window, props.receive_maximum)

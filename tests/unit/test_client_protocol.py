@@ -154,6 +154,23 @@ def test_qos2_message_is_delivered_exactly_once() -> None:
     assert isinstance(event, MessageReceived) and event.message.payload == b"new"
 
 
+@pytest.mark.parametrize("session_present", [True, False])
+def test_qos2_ids_awaiting_pubrel_are_forgotten_with_the_session(session_present: bool) -> None:
+    protocol = connected(MQTT_3_1_1, clean_start=False)
+    feed(protocol, Publish("a", b"x", qos=2, packet_id=4))
+    [event] = events(protocol)
+    assert isinstance(event, MessageReceived)
+    protocol.acknowledge(event)
+    protocol.connection_lost()
+    protocol.start()
+    feed(protocol, ConnAck(session_present=session_present),
+         Publish("a", b"y", qos=2, dup=session_present, packet_id=4))
+    assert isinstance(protocol.next_event(), Connected)
+    delivered = events(protocol)
+    # The same id is a re-send on a resumed session, a new message on a new one.
+    assert len(delivered) == (0 if session_present else 1)
+
+
 def test_unknown_pubrel_is_answered_with_packet_identifier_not_found() -> None:
     protocol = connected()
     feed(protocol, PubRel(3))
