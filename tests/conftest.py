@@ -91,7 +91,10 @@ class BrokerThread:
         return trio.from_thread.run_sync(function, *args, trio_token=self._token)
 
     def advance(self, seconds: float) -> None:
-        """Move the broker's clock forward, and let housekeeping see the new time."""
+        """Move the broker's clock forward, and let housekeeping see the new time.
+
+        Connections with a keepalive shorter than the jump time out, as they would.
+        """
         self.call(self.clock.jump, seconds)
         self.call(lambda: self.broker.housekeeping(trio.current_time()))
 

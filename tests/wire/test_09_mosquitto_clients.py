@@ -44,3 +44,16 @@ def test_retained_with_mosquitto_clients(broker: BrokerThread) -> None:
     mosquitto_pub(broker.port, "-t", "state/window", "-m", "closed")
     assert sub.stdout is not None and sub.stdout.readline() == "state/window closed\n"
     sub.wait(10)
+
+
+@pytest.mark.parametrize("qos", ["0", "1", "2"])
+def test_mqtt5_clients_with_user_properties(broker: BrokerThread, qos: str) -> None:
+    mosquitto_pub(broker.port, "-V", "mqttv5", "-t", "v5/ready", "-m", "x", "-r", "-q", "1")
+    sub = mosquitto_sub(broker.port, "-V", "mqttv5", "-t", "v5/#", "-q", qos, "-C", "2",
+                        "-W", "10", "-F", "%t %p %P")
+    assert sub.stdout is not None
+    assert sub.stdout.readline() == "v5/ready x \n"  # retained: the subscription is live
+    mosquitto_pub(broker.port, "-V", "mqttv5", "-t", "v5/live", "-m", "21.5", "-q", qos,
+                  "-D", "publish", "user-property", "site", "kitchen")
+    assert sub.stdout.readline() == "v5/live 21.5 site:kitchen\n"
+    assert sub.wait(10) == 0
