@@ -99,6 +99,8 @@ TABLE = [
     (V5, b"\xb0\x05\x00\x09\x00\x00\x11", UnsubAck(9, (0, 0x11))),
     (V4, b"\xc0\x00", PingReq()),
     (V4, b"\xd0\x00", PingResp()),
+    (V5, b"\xc0\x00", PingReq()),
+    (V5, b"\xd0\x00", PingResp()),
     (V4, b"\xe0\x00", Disconnect()),
     (V5, b"\xe0\x00", Disconnect()),
     (V5, b"\xe0\x01\x04", Disconnect(4)),
