@@ -41,4 +41,4 @@ clean:
 # Other options: --smoke, --profile, --runs N (python -m bench --help).
 .PHONY: bench
 bench: $(VENV)/.runtime
-	BENCH_COMMAND='make bench $(ARGS)' $(PYTHON) -m bench $(ARGS)
+	BENCH_COMMAND='make bench$(if $(ARGS), ARGS="$(ARGS)")' $(PYTHON) -m bench $(ARGS)

@@ -142,6 +142,7 @@ class RunningBroker:
 class BrokerKind(ABC):
     name: str
     label: str
+    config: Path | None = None  # a fixed config file, for brokers that have one
 
     def prepare(self) -> None:
         """Install or check what the broker needs (once per harness run)."""
@@ -171,10 +172,11 @@ class BrokerKind(ABC):
 class Mqttish(BrokerKind):
     name = "mqttish"
     label = "mqttish"
-    config = BENCH_DIR / "mqttish-bench.yaml"
+    config: Path | None = BENCH_DIR / "mqttish-bench.yaml"
 
     def command(self, port: int, workdir: Path) -> list[str]:
-        return [sys.executable, "-m", "mqttish", "-c", str(self.config), "-p", str(port)]
+        config = ["-c", str(self.config)] if self.config else []
+        return [sys.executable, "-m", "mqttish", *config, "-p", str(port)]
 
     def version(self) -> str:
         version = importlib.metadata.version("mqttish")

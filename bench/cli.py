@@ -56,6 +56,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="run mqttish under py-spy during each measured window; top "
                         "listing and flame graph go to the results directory")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a scenario size, e.g. --param inflight=300 (see "
+                        "bench/scenarios.py); no docs are written then")
+    parser.add_argument("--mqttish-config", type=Path, metavar="FILE",
+                        help="run mqttish with this config instead of bench/mqttish-bench.yaml")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
                         help="where logs, JSON results and profiles go (default bench/results)")
     docs = parser.add_mutually_exclusive_group()
@@ -71,7 +76,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.runs is None:
         args.runs = 1 if args.smoke or args.profile else 3
     if args.docs is None:
-        args.docs = (not args.smoke and not args.profile and len(args.scenario) == len(SCENARIOS)
+        args.docs = (not args.smoke and not args.profile and not args.param
+                     and args.mqttish_config is None and len(args.scenario) == len(SCENARIOS)
                      and len(args.broker) == len(BROKERS))
     return args
 
@@ -79,7 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 class Harness:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.params: Params = params_for(args.smoke)
+        self.params: Params = params_for(args.smoke, args.param)
         self.pinning = Pinning.detect()
         self.results_dir: Path = args.results_dir
         self.logs = self.results_dir / "logs"
@@ -116,6 +122,8 @@ class Harness:
                    "--scenario", scenario, "--port", str(port), "--broker-pid", str(broker.pid)]
         if self.args.smoke:
             command.append("--smoke")
+        for item in self.args.param:
+            command += ["--param", item]
         profiler: subprocess.Popen[bytes] | None = None
         raw_profile = self.results_dir / f"profile-{tag}.txt"
         gen_log = self.logs / f"loadgen-{tag}.log"
@@ -178,6 +186,9 @@ class Harness:
             "broker per "
             f"run; {p.duration:g} s measured after {p.warmup:g} s of warm-up"
             + (" (smoke mode: sizes reduced)" if self.args.smoke else ""),
+            *([f"- Overrides: {', '.join(self.args.param)}"] if self.args.param else []),
+            *([f"- mqttish config: {self.args.mqttish_config}"]
+              if self.args.mqttish_config else []),
             "- CPU rows: share of one core used by the broker / by the load generator during "
             "the measured part; ⚠ marks runs where the generator used more than 90% of its "
             "core and may itself have been the limit",
@@ -261,6 +272,13 @@ def _pin_self(pinning: Pinning) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        params_for(args.smoke, args.param)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    if args.mqttish_config is not None:
+        BROKERS["mqttish"].config = args.mqttish_config.resolve()
     harness = Harness(args)
     _pin_self(harness.pinning)
     try:

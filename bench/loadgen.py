@@ -302,6 +302,7 @@ class Publisher(Endpoint):
         self.base = 0  # messages up to here are seen by the subscriber (or written off)
         self.progress_at = time.monotonic()
         self.acked_at = self.progress_at
+        self._acked_before = 0
         self.written_off = 0
         self.ack_stalls = 0
         self.buffer = bytearray()
@@ -331,6 +332,20 @@ class Publisher(Endpoint):
                        if p.kind == mqtt.PUBACK)
         del buf[:whole]
         self.acked += acks
+
+    def check_acks(self, now: float, stall: float) -> int:
+        """PUBLISH not yet acknowledged; written off (and counted) after a stall."""
+        if self.acked != self._acked_before:
+            self._acked_before, self.acked_at = self.acked, now
+        unacked = self.sent - self.acked
+        if not unacked:
+            self.acked_at = now
+        elif now - self.acked_at > stall:
+            self.ack_stalls += 1  # the broker owes PUBACKs: go on, and report it
+            self.acked = self._acked_before = self.sent
+            self.acked_at = now
+            unacked = 0
+        return unacked
 
     def update_progress(self, seen_upto: int, now: float, stall: float) -> None:
         """Move the window base to what the subscriber saw; write it off after a stall."""
@@ -495,31 +510,16 @@ def fan_in(ctx: Context, qos: int) -> Result:
                 continue
             credit = window - (pub.sent - pub.base)
             if qos:
-                unacked = pub.sent - pub.acked
-                if unacked and now - pub.acked_at > stall:
-                    pub.ack_stalls += 1  # the broker owes PUBACKs: go on, report it
-                    pub.acked, pub.acked_at = pub.sent, now
-                elif not unacked:
-                    pub.acked_at = now
-                credit = min(credit, inflight - unacked)
+                credit = min(credit, inflight - pub.check_acks(now, stall))
             if credit >= batch or (credit > 0 and pub.sent == pub.base):
                 pub.publish(credit, now_ns)
-
-    acks_seen = [0] * count
-
-    def produce_and_track(now: float, now_ns: int) -> None:
-        for pub in pubs:
-            if pub.acked != acks_seen[pub.number]:
-                acks_seen[pub.number] = pub.acked
-                pub.acked_at = now
-        produce(now, now_ns)
 
     def settled() -> bool:
         return (sub.total_unique() >= sum(p.sent for p in pubs)
                 and (not qos or all(p.acked >= p.sent for p in pubs)))
 
     run = Run(ctx, loop, sub.total_unique)
-    run.run(lambda now, now_ns: produce_and_track(now, now_ns), settled)
+    run.run(produce, settled)
     sent = sum(p.sent for p in pubs)
     result: Result = {
         "rate": run.rate,
@@ -546,7 +546,7 @@ def fan_out(ctx: Context) -> Result:
     loop = Loop()
     for endpoint in [*subs, pub]:
         loop.add(endpoint)
-    window, stall = params.window, params.stall
+    window, stall = params.fanout_window, params.stall
     batch = max(1, window // 4)
 
     def produce(now: float, now_ns: int) -> None:
@@ -634,7 +634,7 @@ def _percentile(samples: Sequence[int], percent: float) -> float:
 
 
 class Connector(Endpoint):
-    """One idle client: non-blocking connect, CONNECT, wait for CONNACK, then stay put."""
+    """One idle client: non-blocking connect and CONNECT, wait for CONNACK, then stay put."""
 
     def __init__(self, sock: socket.socket, client_id: str, owner: Connections) -> None:
         super().__init__(sock)
@@ -642,15 +642,6 @@ class Connector(Endpoint):
         self.client_id = client_id
         self.connected = False
         self.reply = b""
-
-    def flush(self) -> None:  # writable: the TCP connect finished
-        assert self.loop is not None
-        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            self.owner.failed(self, os.strerror(error))
-            return
-        self.loop.want_write(self, False)
-        self.send(mqtt.connect(self.client_id))
 
     def on_readable(self, now_ns: int) -> None:
         data = self.receive()
@@ -706,9 +697,11 @@ class Connections:
             sock.close()
             return
         self.loop.add(client)
-        self.loop.want_write(client, True)
         self.clients.append(client)
         self.pending += 1
+        # On loopback the handshake is usually done already; if not, send() buffers the
+        # CONNECT until the socket turns writable. A refused connect reads as an early EOF.
+        client.send(mqtt.connect(client.client_id))
 
     def connect_all(self, timeout: float) -> float:
         """Connect everyone; return the seconds it took (until the last CONNACK)."""
@@ -864,8 +857,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--broker-pid", type=int, required=True)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
-    ctx = Context(args.port, args.broker_pid, params_for(args.smoke))
+    ctx = Context(args.port, args.broker_pid, params_for(args.smoke, args.param))
     raise_fd_limit(4096)
     try:
         result = RUNNERS[args.scenario](ctx)

@@ -37,12 +37,13 @@ class Metric:
     label: str
     unit: str
     digits: int = 0  # decimals shown
+    ratios: bool = True  # whether mqttish/other means anything
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("fan-in-qos0", "rate", "fan-in QoS 0, delivered", "msg/s"),
     Metric("fan-in-qos1", "rate", "fan-in QoS 1, delivered", "msg/s"),
-    Metric("fan-in-qos1", "loss", "fan-in QoS 1, lost", "msgs"),
+    Metric("fan-in-qos1", "loss", "fan-in QoS 1, lost", "msgs", ratios=False),
     Metric("fan-out-qos0", "rate", "fan-out QoS 0, deliveries", "/s"),
     Metric("latency", "p50_us", "latency QoS 1, p50", "µs"),
     Metric("latency", "p99_us", "latency QoS 1, p99", "µs"),
@@ -257,7 +258,7 @@ def render_table(summary: Summary, params: Params) -> str:
             label = metric.label.format(**dataclasses.asdict(params))
             row = [f"{label} ({metric.unit})"]
             row += [_cell_text(summary.cell(metric, b), metric) for b in brokers]
-            row += [_ratio_text(summary, metric, b) for b in ratios]
+            row += [_ratio_text(summary, metric, b) if metric.ratios else "" for b in ratios]
             target = targets.get(id(metric))
             if target is None or "mqttish" not in brokers:
                 row += ["", ""]
@@ -304,7 +305,8 @@ def render_notes(summary: Summary) -> list[str]:
                             notes.append(f"{label}: {part} subscriber got {got:,} of "
                                          f"{want:,} retained messages")
             for error in summary.failures(scenario, broker):
-                notes.append(f"{label}: run failed: {error}")
+                lines = [line.strip() for line in error.splitlines() if line.strip()]
+                notes.append(f"{label}: run failed: " + " / ".join(lines[:4]))
     return notes
 
 

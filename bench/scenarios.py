@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 
 
@@ -15,6 +16,7 @@ class Params:
     window: int = 1000  # messages a publisher may have out that the subscriber has not seen
     inflight: int = 100  # QoS 1 PUBLISH a fan-in publisher may have unacknowledged
     fanout_subscribers: int = 100
+    fanout_window: int = 1000  # messages the publisher may have out that a subscriber has not seen
     latency_rate: float = 100.0  # messages per second per publisher
     idle_clients: int = 10_000
     retained: int = 100_000  # topics bench/ret/AAAA/BB, 100 per narrow wildcard
@@ -43,5 +45,15 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def params_for(smoke: bool) -> Params:
-    return SMOKE if smoke else FULL
+def params_for(smoke: bool, overrides: list[str] | None = None) -> Params:
+    """The mode's sizes, with `NAME=VALUE` overrides (`--param inflight=300`)."""
+    params = SMOKE if smoke else FULL
+    for item in overrides or ():
+        name, _, value = item.partition("=")
+        fields = {f.name: f for f in dataclasses.fields(Params)}
+        if name not in fields or not value:
+            choices = ", ".join(fields)
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE with NAME one of {choices}")
+        kind = type(getattr(params, name))
+        params = replace(params, **{name: kind(float(value)) if kind is int else kind(value)})
+    return params
