@@ -63,6 +63,8 @@ class Config:
     wildcard_subscriptions: bool = True
     subscription_identifiers: bool = True
     shared_subscriptions: bool = True
+    shared_subscription_strategy: Literal[
+        "round_robin", "random", "least_loaded", "sticky"] = "round_robin"
     redirect: RedirectConfig | None = None
     persistent_client_expiration: float | None = None  # seconds; None: never
     sys_interval: float = 10.0

@@ -19,7 +19,8 @@ from mqttish.core.hooks import Access, ClientInfo, Decision, Hook, HookChain
 from mqttish.core.message import Message
 from mqttish.core.metrics import Metrics
 from mqttish.core.retained import RetainedStore
-from mqttish.core.session import NEVER_EXPIRES, Delivery, Session
+from mqttish.core.session import NEVER_EXPIRES, Delivery, DeliveryState, Session
+from mqttish.core.shared import SharedGroup, Strategy
 from mqttish.core.snapshot import (
     restore_message,
     restore_session,
@@ -62,7 +63,7 @@ class Broker:
         self.hooks = HookChain(hooks)
         self.metrics = Metrics()
         self.sessions: dict[str, Session] = {}
-        self.subscriptions = SubscriptionTree()
+        self.subscriptions = SubscriptionTree(Strategy(self.config.shared_subscription_strategy))
         self.retained = RetainedStore()
         self.topic_alias_maximum = self.config.topic_alias_maximum
         # Offline sessions with an expiry or a delayed will: what housekeeping looks at.
@@ -124,6 +125,8 @@ class Broker:
         connection.keepalive = min(packet.keepalive, self.config.max_keepalive)
         self.metrics.client_connected()
         self.hooks.on_connect(client)
+        if session.shared_groups:
+            self.member_ready(session, now)
         if session.persistent:
             self.store.save_session(stored_session(session, now, with_messages=False))
         log.info("client %r connected from %s (MQTT %s, keepalive %d, %s session)",
@@ -196,6 +199,8 @@ class Broker:
             return  # never connected, or its session was taken over
         session.connection = None
         self.metrics.clients_connected -= 1
+        if session.shared_groups:
+            self._redistribute(session, now)
         client = connection.client
         assert client is not None
         reason = connection.close_reason or "connection closed"
@@ -236,6 +241,7 @@ class Broker:
         for topic_filter in list(session.subscriptions):
             self.subscriptions.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
+        session.shared_groups.clear()
         session.clear()
         self._waiting.pop(session.client_id, None)
         if self.sessions.get(session.client_id) is session:
@@ -266,16 +272,61 @@ class Broker:
             if not target.session.enqueue(delivery):
                 metrics.publish_dropped += 1
         for group in match.groups:
-            member = group.pick()
-            if member is None:
-                continue
-            delivery = Delivery(message, min(member.qos, qos), False,
-                                (member.identifier,) if member.identifier else (), group)
-            if not member.session.enqueue(delivery):
-                metrics.publish_dropped += 1
+            self._give_to_group(group, message)
         if self.hooks._publish:
             self.hooks.on_publish(client, message)
         return len(match.targets) + len(match.groups)
+
+    # ------------------------------------------------------------------ shared subscriptions
+
+    def _give_to_group(self, group: SharedGroup, message: Message, dup: bool = False) -> None:
+        """Hand a message to one member of a shared group, or to its backlog."""
+        member = group.pick(message.topic)
+        if member is None:
+            if len(group.backlog) >= self.config.max_queued_messages:
+                group.dropped += 1
+                self.metrics.publish_dropped += 1
+            else:
+                group.backlog.append((message, dup))
+            return
+        ids = (member.identifier,) if member.identifier else ()
+        delivery = Delivery(message, min(member.qos, message.qos), False, ids, group, dup)
+        if member.session.enqueue(delivery):
+            group.delivered += 1
+        else:
+            group.dropped += 1
+            self.metrics.publish_dropped += 1
+
+    def _drain_backlog(self, group: SharedGroup, now: float) -> None:
+        """Give waiting messages to members that can take them now."""
+        backlog = group.backlog
+        while backlog:
+            message, dup = backlog[0]
+            if message.expired(now):
+                backlog.popleft()
+                continue
+            if group.pick(message.topic) is None:
+                return
+            backlog.popleft()
+            self._give_to_group(group, message, dup)
+
+    def member_ready(self, session: Session, now: float) -> None:
+        """A member of shared groups acknowledged, connected or joined: it may take more."""
+        for group in session.shared_groups:
+            if group.backlog:
+                self._drain_backlog(group, now)
+
+    def _redistribute(self, session: Session, now: float) -> None:
+        """A member went away: its unfinished shared messages go to the other members."""
+        for group in session.shared_groups:
+            taken = session.take_undelivered(group)
+            for delivery in taken:
+                seen = delivery.state is not DeliveryState.QUEUED or delivery.dup
+                group.redelivered += 1
+                self._give_to_group(group, delivery.message, dup=seen)
+            if taken:
+                log.info("gave %d unfinished messages of %r to other members of %s",
+                         len(taken), session.client_id, group.share_name)
 
     def subscribe(self, connection: Connection, session: Session, request: SubscriptionRequest,
                   identifier: int | None, now: float) -> int:
@@ -303,7 +354,9 @@ class Broker:
                                     request.retain_as_published, request.retain_handling,
                                     identifier)
         session.subscriptions[topic_filter] = subscription
-        self.subscriptions.add(subscription)
+        group = self.subscriptions.add(subscription)
+        if group is not None and group not in session.shared_groups:
+            session.shared_groups.append(group)
         self.hooks.on_subscribe(client, topic_filter, granted)
         if session.persistent:
             self.store.save_session(stored_session(session, now, with_messages=False))
@@ -313,6 +366,8 @@ class Broker:
             or (handling is RetainHandling.SEND_IF_NEW_SUBSCRIPTION and not existed)
         ):
             self._send_retained(session, subscription, now)
+        if group is not None and group.backlog:
+            self._drain_backlog(group, now)
         return granted
 
     def _send_retained(self, session: Session, subscription: Subscription, now: float) -> None:
@@ -329,10 +384,16 @@ class Broker:
             self.retained.clear(topic)
             self.store.set_retained(topic, None)
 
-    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+    def unsubscribe(self, session: Session, topic_filter: str, now: float) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
         self.subscriptions.remove(session.client_id, topic_filter)
+        for group in session.shared_groups:
+            if group.share_name == topic_filter:
+                session.shared_groups.remove(group)
+                for delivery in session.take_undelivered(group):
+                    self._give_to_group(group, delivery.message, delivery.dup)
+                break
         return True
 
     # ------------------------------------------------------------------ time
@@ -374,7 +435,9 @@ class Broker:
             session = restore_session(stored, self.config, now)
             self.sessions[session.client_id] = session
             for subscription in session.subscriptions.values():
-                self.subscriptions.add(subscription)
+                group = self.subscriptions.add(subscription)
+                if group is not None:
+                    session.shared_groups.append(group)
             if session.expiry_interval != NEVER_EXPIRES:
                 session.expires_at = now + session.expiry_interval
                 self._waiting[session.client_id] = session

@@ -247,8 +247,9 @@ class Connection:
             if qos and len(inflight) >= quota:
                 break
             session.pop_queued()
-            if plain or not (delivery.subscription_ids or message.expires_at is not None
-                             or self.client_topic_alias_maximum):
+            if not delivery.dup and (plain or not (
+                    delivery.subscription_ids or message.expires_at is not None
+                    or self.client_topic_alias_maximum)):
                 head, tail = message.frame(version, qos, delivery.retain)
                 size = len(head) + len(tail) + (2 if qos else 0)
                 if self.max_send_packet_size is not None and size > self.max_send_packet_size:
@@ -296,7 +297,7 @@ class Connection:
         if starts_flight:
             packet_id = session.start_flight(delivery)
         packet = Publish(topic, message.payload, delivery.qos, delivery.retain,
-                         dup, packet_id or None, properties)
+                         dup or delivery.dup, packet_id or None, properties)
         data = encode(packet, self.version)
         if self.max_send_packet_size is not None and len(data) > self.max_send_packet_size:
             if starts_flight:
@@ -402,6 +403,13 @@ class Connection:
             session.incoming_qos2.add(packet_id)
             self._send(PubRec(packet_id))
 
+    def _window_opened(self, session: Session, now: float) -> None:
+        """An acknowledgement freed a place in the client's receive window."""
+        if session.shared_groups:
+            self.broker.member_ready(session, now)
+        if session.queue:
+            self.notify()
+
     def _resolve_alias(self, topic: str, props: Properties) -> str:
         alias = props.topic_alias
         if alias is None:
@@ -431,15 +439,14 @@ class Connection:
         session = self._require_session()
         if session.acknowledge(packet.packet_id, DeliveryState.AWAITING_PUBACK) is None:
             log.debug("%s acknowledged unknown packet id %d", self.name, packet.packet_id)
-        elif session.queue:
-            self.notify()
+        else:
+            self._window_opened(session, now)
 
     def _handle_pubrec(self, packet: PubRec, now: float) -> None:
         session = self._require_session()
         if packet.reason_code >= 0x80:
             session.acknowledge(packet.packet_id, DeliveryState.AWAITING_PUBREC)
-            if session.queue:
-                self.notify()
+            self._window_opened(session, now)
             return
         if session.received(packet.packet_id) is None:
             code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
@@ -461,8 +468,7 @@ class Connection:
     def _handle_pubcomp(self, packet: PubComp, now: float) -> None:
         session = self._require_session()
         session.acknowledge(packet.packet_id, DeliveryState.AWAITING_PUBCOMP)
-        if session.queue:
-            self.notify()
+        self._window_opened(session, now)
 
     def _handle_subscribe(self, packet: Subscribe, now: float) -> None:
         session = self._require_session()
@@ -478,7 +484,7 @@ class Connection:
     def _handle_unsubscribe(self, packet: Unsubscribe, now: float) -> None:
         session = self._require_session()
         codes = tuple(
-            ReasonCode.SUCCESS if self.broker.unsubscribe(session, topic_filter)
+            ReasonCode.SUCCESS if self.broker.unsubscribe(session, topic_filter, now)
             else ReasonCode.NO_SUBSCRIPTION_EXISTED
             for topic_filter in packet.topic_filters
         )

@@ -17,7 +17,8 @@ from mqttish.protocol.packets import Will
 
 if TYPE_CHECKING:
     from mqttish.core.connection import Connection
-    from mqttish.core.subscriptions import SharedGroup, Subscription
+    from mqttish.core.shared import SharedGroup
+    from mqttish.core.subscriptions import Subscription
 
 NEVER_EXPIRES = 0xFFFFFFFF
 
@@ -32,7 +33,8 @@ class DeliveryState(Enum):
 class Delivery:
     """One message on its way to one session, at the QoS it was granted."""
 
-    __slots__ = ("group", "message", "packet_id", "qos", "retain", "state", "subscription_ids")
+    __slots__ = ("dup", "group", "message", "packet_id", "qos", "retain", "state",
+                 "subscription_ids")
 
     def __init__(
         self,
@@ -41,12 +43,14 @@ class Delivery:
         retain: bool,
         subscription_ids: tuple[int, ...] = (),
         group: SharedGroup | None = None,
+        dup: bool = False,
     ) -> None:
         self.message = message
         self.qos = qos
         self.retain = retain
         self.subscription_ids = subscription_ids
         self.group = group  # the shared subscription group that chose this session, if any
+        self.dup = dup  # another member may have received it before (shared subscriptions)
         self.packet_id = 0
         self.state = DeliveryState.QUEUED
 
@@ -70,7 +74,8 @@ class SessionLimits(Protocol):
 class Session:
     __slots__ = (
         "_next_packet_id", "client_id", "connection", "dropped", "expires_at", "expiry_interval",
-        "incoming_qos2", "inflight", "limits", "queue", "queued_bytes", "subscriptions",
+        "incoming_qos2", "inflight", "limits", "queue", "queued_bytes", "shared_groups",
+        "subscriptions",
         "username", "will", "will_at",
     )
 
@@ -78,6 +83,7 @@ class Session:
         self.client_id = client_id
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
+        self.shared_groups: list[SharedGroup] = []  # groups this session is a member of
         self.connection: Connection | None = None
         self.queue: deque[Delivery] = deque()
         self.queued_bytes = 0
@@ -155,6 +161,20 @@ class Session:
             return None
         delivery.state = DeliveryState.AWAITING_PUBCOMP
         return delivery
+
+    def take_undelivered(self, group: SharedGroup) -> list[Delivery]:
+        """Remove and return what `group` gave this session and the client has not got
+        for sure: queued deliveries, and QoS 1/2 flights not yet acknowledged or received."""
+        taken = [d for d in self.queue if d.group is group]
+        if taken:
+            self.queue = deque(d for d in self.queue if d.group is not group)
+            if self.limits.max_queued_bytes:
+                self.queued_bytes -= sum(d.message.size for d in taken)
+        for packet_id, delivery in list(self.inflight.items()):
+            if delivery.group is group and delivery.state is not DeliveryState.AWAITING_PUBCOMP:
+                del self.inflight[packet_id]
+                taken.append(delivery)
+        return taken
 
     def clear(self) -> None:
         """Forget all messages: the session starts over (clean start)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mqttish.core.session import Session
+from mqttish.core.shared import SharedGroup, Strategy
 from mqttish.protocol.packets import RetainHandling
 from mqttish.protocol.topics import parse_shared
 
@@ -37,32 +38,6 @@ class Subscription:
     @property
     def client_id(self) -> str:
         return self.session.client_id
-
-
-class SharedGroup:
-    """The members of one shared subscription `$share/<name>/<filter>`."""
-
-    __slots__ = ("_turn", "members", "name", "topic_filter")
-
-    def __init__(self, name: str, topic_filter: str) -> None:
-        self.name = name
-        self.topic_filter = topic_filter
-        self.members: dict[str, Subscription] = {}
-        self._turn = 0
-
-    def __repr__(self) -> str:
-        return f"SharedGroup({self.name!r}, {self.topic_filter!r}, members={len(self.members)})"
-
-    def pick(self) -> Subscription | None:
-        """The member to receive the next message: round robin over connected members."""
-        members = list(self.members.values())
-        count = len(members)
-        for step in range(count):
-            candidate = members[(self._turn + step) % count]
-            if candidate.session.connection is not None:
-                self._turn = (self._turn + step + 1) % count
-                return candidate
-        return members[self._turn % count] if members else None
 
 
 class Target:
@@ -108,13 +83,14 @@ class _Node:
 
 
 class SubscriptionTree:
-    def __init__(self) -> None:
+    def __init__(self, strategy: Strategy = Strategy.ROUND_ROBIN) -> None:
+        self.strategy = strategy  # for shared groups created from now on
         self._root = _Node()
         self._cache: dict[str, Match] = {}
         self.count = 0
 
-    def add(self, subscription: Subscription) -> bool:
-        """Add or replace a subscription; True if it is new."""
+    def add(self, subscription: Subscription) -> SharedGroup | None:
+        """Add or replace a subscription; return its group if it is a shared one."""
         shared = parse_shared(subscription.topic_filter)
         topic_filter = shared.topic_filter if shared else subscription.topic_filter
         node = self._root
@@ -123,18 +99,19 @@ class SubscriptionTree:
             if child is None:
                 child = node.children[level] = _Node()
             node = child
+        group = None
         if shared:
             group = node.groups.get(shared.group)
             if group is None:
-                group = node.groups[shared.group] = SharedGroup(shared.group, topic_filter)
+                group = node.groups[shared.group] = SharedGroup(
+                    shared.group, topic_filter, self.strategy)
             members = group.members
         else:
             members = node.subscribers
-        is_new = subscription.client_id not in members
+        self.count += subscription.client_id not in members
         members[subscription.client_id] = subscription
-        self.count += is_new
         self._cache.clear()
-        return is_new
+        return group
 
     def remove(self, client_id: str, subscribed_filter: str) -> bool:
         """Remove one subscription; True if it existed."""
@@ -163,6 +140,16 @@ class SubscriptionTree:
                 break
             del path[depth - 1].children[levels[depth - 1]]
         return True
+
+    def groups(self) -> list[SharedGroup]:
+        """Every shared subscription group, for metrics."""
+        found: list[SharedGroup] = []
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            found.extend(node.groups.values())
+            stack.extend(node.children.values())
+        return found
 
     def match(self, topic: str) -> Match:
         cached = self._cache.get(topic)

@@ -23,7 +23,8 @@ class PahoClient:
                  clean_session: bool = True, keepalive: int = 60,
                  will: tuple[str, bytes, int, bool] | None = None,
                  connect: bool = True, properties: Properties | None = None,
-                 clean_start: bool = True, transport: str = "tcp") -> None:
+                 clean_start: bool = True, transport: str = "tcp",
+                 sink: queue.Queue[tuple[str, mqtt.MQTTMessage]] | None = None) -> None:
         kwargs: dict[str, Any] = {"client_id": client_id, "protocol": protocol,
                                   "transport": transport}
         if protocol != V5:
@@ -31,6 +32,9 @@ class PahoClient:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
         self.port = port
         self.protocol = protocol
+        self.client_id = client_id
+        # Where messages land: the client's own queue, or a queue shared with other clients.
+        self.sink = sink
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -77,7 +81,10 @@ class PahoClient:
         self.disconnected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.messages.put(message)
+        if self.sink is not None:
+            self.sink.put((self.client_id, message))
+        else:
+            self.messages.put(message)
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[ReasonCode],
                       properties: Properties | None) -> None:

@@ -40,10 +40,13 @@ def test_retained_with_mosquitto_clients(broker: BrokerThread) -> None:
          "-F", "%r %t %p"], capture_output=True, text=True, timeout=15, check=True)
     assert out.stdout == "1 state/door open\n"
     mosquitto_pub(broker.port, "-t", "state/door", "-n", "-r")
-    sub = mosquitto_sub(broker.port, "-t", "state/#", "-C", "1", "-W", "10")
+    mosquitto_pub(broker.port, "-t", "state/ready", "-m", "yes", "-r")
+    sub = mosquitto_sub(broker.port, "-t", "state/#", "-C", "2", "-W", "10")
+    assert sub.stdout is not None
+    assert sub.stdout.readline() == "state/ready yes\n"  # the door's retained message is gone
     mosquitto_pub(broker.port, "-t", "state/window", "-m", "closed")
-    assert sub.stdout is not None and sub.stdout.readline() == "state/window closed\n"
-    sub.wait(10)
+    assert sub.stdout.readline() == "state/window closed\n"
+    assert sub.wait(10) == 0
 
 
 @pytest.mark.parametrize("qos", ["0", "1", "2"])
