@@ -18,7 +18,12 @@ $(VENV)/.dev: pyproject.toml | $(PYTHON)
 	$(PIP) install -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
-run: $(VENV)/.runtime
+# Browser libraries for the dashboard (MQTT.js, Chart.js), from the npm registry.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.runtime node_modules/.installed
 	$(VENV)/bin/mqttish -c config/mqttish.yaml
 
 lint: $(VENV)/.dev
@@ -27,7 +32,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck node_modules/.installed
 	$(PYTHON) -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest: no tests collected"; status=0; fi; \
 	exit $$status
