@@ -155,6 +155,14 @@ class BrokerKind(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
+    def environment(self) -> dict[str, str] | None:
+        """The broker process's environment (None: the harness's own)."""
+        return None
+
+    def directory(self) -> Path:
+        """The broker process's working directory."""
+        return ROOT
+
     def start(self, port: int, workdir: Path, pinning: Pinning) -> RunningBroker:
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / f"{self.name}-{port}.log"
@@ -162,7 +170,8 @@ class BrokerKind(ABC):
             process = subprocess.Popen(
                 [*pinning.broker_prefix(), *self.command(port, workdir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_raise_limits, start_new_session=True, cwd=ROOT,
+                preexec_fn=_raise_limits, start_new_session=True, cwd=self.directory(),
+                env=self.environment(),
             )
         broker = RunningBroker(self.name, process, port, log_path)
         broker.wait_ready()
@@ -173,6 +182,34 @@ class Mqttish(BrokerKind):
     name = "mqttish"
     label = "mqttish"
     config: Path | None = BENCH_DIR / "mqttish-bench.yaml"
+    source: Path | None = None  # an exported revision; None: the working tree
+    revision = ""
+
+    def use_revision(self, revision: str, into: Path) -> None:
+        """Run mqttish as committed at `revision` (exported with git archive), not the tree.
+
+        Others may be editing mqttish/ while a long benchmark runs; a commit stays put.
+        """
+        commit = _git("rev-parse", "--verify", f"{revision}^{{commit}}")
+        if not commit:
+            raise BrokerError(f"--mqttish-rev {revision!r}: not a commit")
+        target = into / f"mqttish-src-{commit[:12]}"
+        if not (target / "mqttish" / "__init__.py").exists():
+            target.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(["git", "archive", commit, "mqttish"], cwd=ROOT,
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+        self.source, self.revision = target, commit[:12]
+
+    def environment(self) -> dict[str, str] | None:
+        if self.source is None:
+            return None
+        # Ahead of the editable install of the working tree (a finder after PYTHONPATH).
+        return {**os.environ, "PYTHONPATH": str(self.source)}
+
+    def directory(self) -> Path:
+        # `python -m` puts the working directory first on sys.path: not the repository's.
+        return self.source or ROOT
 
     def command(self, port: int, workdir: Path) -> list[str]:
         config = ["-c", str(self.config)] if self.config else []
@@ -180,9 +217,11 @@ class Mqttish(BrokerKind):
 
     def version(self) -> str:
         version = importlib.metadata.version("mqttish")
+        if self.revision:
+            return f"{version} (commit {self.revision}, exported with --mqttish-rev)"
         commit = _git("rev-parse", "--short", "HEAD")
         dirty = " + uncommitted changes" if _git("status", "--porcelain", "mqttish") else ""
-        return f"{version} ({commit}{dirty})" if commit else version
+        return f"{version} (working tree at {commit}{dirty})" if commit else version
 
 
 class Mosquitto(BrokerKind):

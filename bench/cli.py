@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import profile, report
-from bench.brokers import BROKERS, ROOT, BrokerError, BrokerKind, Pinning, free_port
+from bench.brokers import BROKERS, ROOT, BrokerError, BrokerKind, Mqttish, Pinning, free_port
 from bench.scenarios import DESCRIPTIONS, SCENARIOS, Params, params_for
 
 DOCS = ROOT / "docs" / "performance.md"
@@ -61,6 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "bench/scenarios.py); no docs are written then")
     parser.add_argument("--mqttish-config", type=Path, metavar="FILE",
                         help="run mqttish with this config instead of bench/mqttish-bench.yaml")
+    parser.add_argument("--mqttish-rev", metavar="REV",
+                        help="benchmark mqttish as committed at REV (e.g. HEAD) instead of the "
+                        "working tree, which others may be editing during a long run")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
                         help="where logs, JSON results and profiles go (default bench/results)")
     docs = parser.add_mutually_exclusive_group()
@@ -190,8 +193,10 @@ class Harness:
             *([f"- mqttish config: {self.args.mqttish_config}"]
               if self.args.mqttish_config else []),
             "- CPU rows: share of one core used by the broker / by the load generator during "
-            "the measured part; ⚠ marks runs where the generator used more than 90% of its "
-            "core and may itself have been the limit",
+            "the measured part, and (other) by everything else, kernel network work not "
+            "charged to a process included; ⚠ marks runs where the generator used more than "
+            "90% of its core and may itself have been the limit, or where others used more "
+            f"than {report.BUSY_MACHINE:.0f}% of a core",
         ]
 
 
@@ -280,6 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mqttish_config is not None:
         BROKERS["mqttish"].config = args.mqttish_config.resolve()
     harness = Harness(args)
+    if args.mqttish_rev:
+        mqttish = BROKERS["mqttish"]
+        assert isinstance(mqttish, Mqttish)
+        try:
+            mqttish.use_revision(args.mqttish_rev, harness.results_dir)
+        except (BrokerError, subprocess.CalledProcessError) as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
     _pin_self(harness.pinning)
     try:
         results = harness.run_all()

@@ -433,7 +433,7 @@ class Run:
 
     def cpu_fields(self) -> Result:
         broker, generator = self.cpu
-        return {"broker_cpu": broker, "generator_cpu": generator,
+        return {"broker_cpu": broker, "generator_cpu": generator, "other_cpu": self.meter.other,
                 "saturated": generator > SATURATED}
 
 
@@ -758,6 +758,7 @@ def connections(ctx: Context) -> Result:
         "connect_errors": clients.errors,
         "broker_cpu": broker_cpu,
         "generator_cpu": generator_cpu,
+        "other_cpu": meter.other,
         "saturated": generator_cpu > SATURATED,
     }
     clients.close()
@@ -812,6 +813,7 @@ def retained(ctx: Context) -> Result:
         "rss_kib": rss_kib(ctx.broker_pid),
         "broker_cpu": broker_cpu,
         "generator_cpu": generator_cpu,
+        "other_cpu": meter.other,
         "saturated": False,  # not a throughput test: the generator mostly waits
     }
 

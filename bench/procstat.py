@@ -28,10 +28,19 @@ def rss_kib(pid: int) -> int:
     raise ValueError(f"no VmRSS for process {pid}")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs together spent not idle (first line of /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(value) for value in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND
+
+
 @dataclass(frozen=True, slots=True)
 class CpuSample:
     wall: float
     cpu: tuple[float, ...]  # one entry per watched process
+    machine: float  # all CPUs, busy
 
 
 class CpuMeter:
@@ -40,9 +49,11 @@ class CpuMeter:
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
         self._start: CpuSample | None = None
+        self.other = float("nan")  # percent of a core used by everything else, after stop()
 
     def sample(self) -> CpuSample:
-        return CpuSample(time.monotonic(), tuple(_cpu_or_nan(pid) for pid in self.pids))
+        return CpuSample(time.monotonic(), tuple(_cpu_or_nan(pid) for pid in self.pids),
+                         machine_busy_seconds())
 
     def start(self) -> None:
         self._start = self.sample()
@@ -52,8 +63,11 @@ class CpuMeter:
         assert self._start is not None, "CpuMeter.stop() before start()"
         end = self.sample()
         elapsed = end.wall - self._start.wall
-        return [100 * (after - before) / elapsed
-                for before, after in zip(self._start.cpu, end.cpu, strict=True)]
+        shares = [100 * (after - before) / elapsed
+                  for before, after in zip(self._start.cpu, end.cpu, strict=True)]
+        # Other processes, and kernel work no process is charged with (some softirq).
+        self.other = max(0.0, 100 * (end.machine - self._start.machine) / elapsed - sum(shares))
+        return shares
 
 
 def _cpu_or_nan(pid: int) -> float:
