@@ -51,7 +51,7 @@ class Server:
                 async with trio.open_nursery() as services:
                     for (listener_config, listeners), port in zip(bound, self.ports, strict=True):
                         handler = ConnectionLimiter(listener_config.max_connections).wrap(
-                            partial(self._handle, broker)
+                            partial(self._handle, broker, nursery)
                         )
                         services.start_soon(partial(
                             trio.serve_listeners, handler, listeners, handler_nursery=nursery
@@ -69,10 +69,11 @@ class Server:
             nursery.cancel_scope.cancel()
         log.info("stopped")
 
-    async def _handle(self, broker: Broker, stream: trio.abc.Stream) -> None:
+    async def _handle(self, broker: Broker, spawner: trio.Nursery,
+                      stream: trio.abc.Stream) -> None:
         self._connections += 1
         try:
-            await serve_connection(stream, broker, peer_name(stream))
+            await serve_connection(stream, broker, peer_name(stream), spawner)
         finally:
             self._connections -= 1
             if not self._connections and self._shutdown.is_set():

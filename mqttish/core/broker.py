@@ -261,14 +261,20 @@ class Broker:
         retain = message.retain
         origin = message.origin
         metrics = self.metrics
+        plain = None  # one QoS 0 delivery with nothing of its own serves every session
         for target in match.targets:
             if target.no_local and target.session.client_id == origin:
                 target = target.without_no_local()  # type: ignore[assignment]
                 if target is None:
                     continue
             granted = target.qos if target.qos < qos else qos
-            delivery = Delivery(message, granted, retain and target.retain_as_published,
-                                target.subscription_ids)
+            retain_flag = retain and target.retain_as_published
+            if granted or retain_flag or target.subscription_ids:
+                delivery = Delivery(message, granted, retain_flag, target.subscription_ids)
+            elif plain is None:
+                delivery = plain = Delivery(message, 0, False)
+            else:
+                delivery = plain
             if not target.session.enqueue(delivery):
                 metrics.publish_dropped += 1
         for group in match.groups:

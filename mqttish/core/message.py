@@ -59,20 +59,33 @@ class Message:
     def frame(self, version: int, qos: int, retain: bool) -> tuple[bytes, bytes]:
         """The PUBLISH packet split around its packet identifier: (head, tail).
 
-        For QoS 0 there is no identifier and head + tail is the whole packet.
+        For QoS 0 there is no identifier: head is the whole packet, tail is empty.
         Only valid when the delivery adds no properties of its own.
         """
         key = (version << 3) | (qos << 1) | retain
         frames = self._frames
         cached = frames.get(key)
         if cached is None:
-            topic = encode_string(self.topic)
+            topic = _encoded_topic(self.topic)
             if version == MQTT_5:
                 tail = encode_properties(self.properties, P.PUBLISH) + self.payload
             else:
                 tail = self.payload
             remaining = len(topic) + (2 if qos else 0) + len(tail)
-            first = 0x30 | (qos << 1) | retain
-            head = bytes((first,)) + encode_varint(remaining) + topic
-            cached = frames[key] = (head, tail)
+            head = bytes((0x30 | (qos << 1) | retain,)) + encode_varint(remaining) + topic
+            cached = frames[key] = (head, tail) if qos else (head + tail, b"")
         return cached
+
+
+# Topics repeat: encode each once. Bounded, like the decoder's cache of names.
+_encoded_topics: dict[str, bytes] = {}
+ENCODED_TOPICS_SIZE = 10_000
+
+
+def _encoded_topic(topic: str) -> bytes:
+    encoded = _encoded_topics.get(topic)
+    if encoded is None:
+        if len(_encoded_topics) >= ENCODED_TOPICS_SIZE:
+            _encoded_topics.clear()
+        encoded = _encoded_topics[topic] = encode_string(topic)
+    return encoded

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mqttish.core.message import Message
 from mqttish.protocol.packets import Will
@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 
 NEVER_EXPIRES = 0xFFFFFFFF
 
+# An idle session's queue and id set are shared empty immutables: a deque costs
+# 600 bytes even when empty and a set 216, and idle sessions are the common case.
+# The methods that add swap in real ones; being a tuple and a frozenset, the
+# placeholders fail loudly if anything else tries to add to them.
+NO_QUEUE = cast("deque[Delivery]", ())
+NO_IDS = cast("set[int]", frozenset())
+
 
 class DeliveryState(Enum):
     QUEUED = 0
@@ -31,7 +38,12 @@ class DeliveryState(Enum):
 
 
 class Delivery:
-    """One message on its way to one session, at the QoS it was granted."""
+    """One message on its way to one session, at the QoS it was granted.
+
+    A QoS 0 delivery never changes after it is made, so the broker may give the
+    same one to every session it suits; QoS 1 and 2 deliveries carry their own
+    packet id and state.
+    """
 
     __slots__ = ("dup", "group", "message", "packet_id", "qos", "retain", "state",
                  "subscription_ids")
@@ -85,10 +97,11 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         self.shared_groups: list[SharedGroup] = []  # groups this session is a member of
         self.connection: Connection | None = None
-        self.queue: deque[Delivery] = deque()
+        self.queue = NO_QUEUE
         self.queued_bytes = 0
         self.inflight: dict[int, Delivery] = {}
-        self.incoming_qos2: set[int] = set()
+        # Ids of QoS 2 messages received and not yet released by PUBREL (exactly once).
+        self.incoming_qos2 = NO_IDS
         self.expiry_interval = 0
         self.expires_at: float | None = None
         self.will: Will | None = None
@@ -121,6 +134,8 @@ class Session:
                 self.dropped += 1
                 return False
             self.queued_bytes += size
+        if queue is NO_QUEUE:
+            queue = self.queue = deque()
         queue.append(delivery)
         if connection is not None:
             connection.notify()
@@ -176,9 +191,22 @@ class Session:
                 taken.append(delivery)
         return taken
 
+    def await_release(self, packet_id: int) -> None:
+        """A QoS 2 message arrived: it is not delivered again until its PUBREL."""
+        if self.incoming_qos2 is NO_IDS:
+            self.incoming_qos2 = set()
+        self.incoming_qos2.add(packet_id)
+
+    def release(self, packet_id: int) -> bool:
+        """PUBREL arrived; False if no QoS 2 message with this id was waiting."""
+        if packet_id not in self.incoming_qos2:
+            return False
+        self.incoming_qos2.discard(packet_id)
+        return True
+
     def clear(self) -> None:
         """Forget all messages: the session starts over (clean start)."""
-        self.queue.clear()
+        self.queue = NO_QUEUE
         self.queued_bytes = 0
         self.inflight.clear()
-        self.incoming_qos2.clear()
+        self.incoming_qos2 = NO_IDS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from mqttish.core.message import Message
 from mqttish.core.session import Delivery, DeliveryState, Session, SessionLimits
 from mqttish.core.subscriptions import Subscription
@@ -56,14 +58,18 @@ def restore_session(record: StoredSession, limits: SessionLimits, now: float) ->
             session, request.topic_filter, request.qos, request.no_local,
             request.retain_as_published, request.retain_handling, stored.identifier,
         )
+    queued = []
     for item in record.deliveries:
         delivery = Delivery(restore_message(item.message, now), item.qos, item.retain,
                             item.subscription_ids)
         delivery.state = DeliveryState[item.state]
         if delivery.state is DeliveryState.QUEUED:
-            session.queue.append(delivery)
+            queued.append(delivery)
         else:
             delivery.packet_id = item.packet_id
             session.inflight[item.packet_id] = delivery
-    session.incoming_qos2.update(record.incoming_qos2)
+    if queued:
+        session.queue = deque(queued)
+    if record.incoming_qos2:
+        session.incoming_qos2 = set(record.incoming_qos2)
     return session

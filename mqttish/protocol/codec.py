@@ -338,6 +338,23 @@ def _decode_connack(data: bytes, pos: int, end: int, flags: int, version: int) -
     return ConnAck(bool(ack_flags), code, properties)
 
 
+# Topic names repeat (a sensor publishes to the same one all day): remember the
+# ones already validated, so each is decoded and checked once. Bounded.
+_known_topics: dict[bytes, str] = {}
+KNOWN_TOPICS_SIZE = 10_000
+
+
+def _check_topic_name(raw: bytes) -> str:
+    topic = check_string(raw)
+    if "+" in topic or "#" in topic:
+        validate_topic_name(topic)
+    if topic:
+        if len(_known_topics) >= KNOWN_TOPICS_SIZE:
+            _known_topics.clear()
+        _known_topics[raw] = topic
+    return topic
+
+
 def _decode_publish(data: bytes, pos: int, end: int, flags: int, version: int) -> Publish:
     qos = (flags >> 1) & 3
     if qos == 3:
@@ -350,10 +367,11 @@ def _decode_publish(data: bytes, pos: int, end: int, flags: int, version: int) -
     stop = pos + 2 + ((data[pos] << 8) | data[pos + 1])
     if stop > end:
         raise malformed("[MQTT-1.5.4] topic name overruns the packet")
-    topic = check_string(data[pos + 2:stop])
+    raw_topic = data[pos + 2:stop]
+    topic = _known_topics.get(raw_topic)
+    if topic is None:
+        topic = _check_topic_name(raw_topic)
     pos = stop
-    if "+" in topic or "#" in topic:
-        validate_topic_name(topic)
     packet_id = None
     if qos:
         packet_id, pos = _nonzero_packet_id(data, pos, end)

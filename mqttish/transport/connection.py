@@ -1,9 +1,11 @@
 """Serve one MQTT connection over any trio byte stream (TCP, TLS or WebSocket).
 
-Two tasks per connection, in one nursery: the reader feeds received bytes to
-the sans-IO `Connection` (which routes every PUBLISH before returning), the
-writer sleeps until the connection has output and sends it all with one
-`send_all`.
+The connection's task reads: it feeds received bytes to the sans-IO
+`Connection`, which routes every PUBLISH before returning. Sending is done by
+a writer task that exists only while the connection has output: the first
+new output starts it, it sends everything ready with one `send_all` per
+batch, and it ends when nothing is left. An idle connection therefore costs
+one task, which is most of what keeps memory per connection small.
 
 Closing: whoever closes the connection (the client's DISCONNECT, a protocol
 error, a takeover, a timeout, shutdown) puts it in the CLOSED state, and from
@@ -27,89 +29,109 @@ CLOSE_GRACE = 5.0  # seconds a closing connection has to flush and linger
 _LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
-class Wakeup:
-    """A flag one task sleeps on and anyone can raise; cheap to raise again and again."""
+class _Writer:
+    """Sends a connection's output from a task that runs only while there is some.
 
-    __slots__ = ("_raised", "_waiter")
+    The task is started in `spawner`, the server's nursery of connection tasks,
+    so an idle connection owns no task, nursery or cancel scope for writing.
+    """
 
-    def __init__(self) -> None:
-        self._raised = False
-        self._waiter: trio.lowlevel.Task | None = None
+    __slots__ = ("connection", "finished", "reading", "running", "scope", "spawner", "stream")
 
-    def set(self) -> None:
-        self._raised = True
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
+    def __init__(self, stream: trio.abc.Stream, connection: Connection,
+                 spawner: trio.Nursery) -> None:
+        self.stream = stream
+        self.connection = connection
+        self.spawner: trio.Nursery | None = spawner  # None once the connection is over
+        self.running = False
+        self.scope: trio.CancelScope | None = None  # while running
+        self.reading: trio.CancelScope | None = None  # the reader's, while it reads
+        self.finished: trio.Event | None = None  # made when someone waits for the task
 
-    async def wait(self) -> None:
-        if self._raised:
-            self._raised = False
-            await trio.lowlevel.checkpoint()
+    def on_output(self) -> None:
+        """The connection has something new to send (or has just closed)."""
+        if self.spawner is None:
             return
-        self._waiter = trio.lowlevel.current_task()
+        if self.connection.closed and self.reading is not None:
+            grace = trio.current_time() + CLOSE_GRACE
+            self.reading.deadline = min(self.reading.deadline, grace)
+        if not self.running:
+            self.running = True
+            self.spawner.start_soon(self._send)
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiter = None
-            return trio.lowlevel.Abort.SUCCEEDED
+    async def _send(self) -> None:
+        connection = self.connection
+        stream = self.stream
+        try:
+            with trio.CancelScope() as self.scope:
+                while True:
+                    data = connection.data_to_send(trio.current_time())
+                    if data:
+                        await stream.send_all(data)
+                        continue
+                    if connection.closed and isinstance(stream, trio.abc.HalfCloseableStream):
+                        await stream.send_eof()  # after the last bytes it had to say
+                    return
+        except _LOST as exc:
+            _lost(connection, exc)
+        finally:
+            self.scope = None
+            self.running = False
+            if self.finished is not None:
+                self.finished.set()
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        self._raised = False
+    async def wait_until_sent(self, deadline: float) -> None:
+        """Let a running writer finish its last bytes, until `deadline`."""
+        if self.running:
+            self.finished = trio.Event()
+            with trio.move_on_at(deadline):
+                await self.finished.wait()
+
+    def stop(self) -> None:
+        self.spawner = None
+        if self.scope is not None:
+            self.scope.cancel()
 
 
-async def serve_connection(stream: trio.abc.Stream, broker: Broker, peer: str) -> None:
-    """Run one client connection to its end; never raises for the client's faults."""
-    wakeup = Wakeup()
-    connection = Connection(broker, peer, trio.current_time(), wakeup.set)
+async def serve_connection(stream: trio.abc.Stream, broker: Broker, peer: str,
+                           spawner: trio.Nursery) -> None:
+    """Run one client connection to its end; never raises for the client's faults.
+
+    `spawner` is a nursery that outlives the connection (the server's), where
+    its writer task runs while there is output.
+    """
+    connection = Connection(broker, peer, trio.current_time())
+    writer = _Writer(stream, connection, spawner)
+    connection.on_output = writer.on_output
     try:
-        async with trio.open_nursery() as nursery:
-            scope = nursery.cancel_scope
-
-            def on_output() -> None:
-                wakeup.set()
-                if connection.closed:
-                    scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
-
-            connection.on_output = on_output
-            nursery.start_soon(_write_loop, stream, connection, wakeup)
-            await _read_loop(stream, connection)
+        with trio.CancelScope() as reading:
+            writer.reading = reading
+            await _read_loop(stream, connection, reading)
+        writer.reading = None
+        if reading.cancelled_caught and not connection.closed:
+            connection.read_deadline_expired(trio.current_time())
+        await writer.wait_until_sent(trio.current_time() + CLOSE_GRACE)
     finally:
+        writer.stop()
         connection.connection_lost(trio.current_time())
         await trio.aclose_forcefully(stream)
 
 
-async def _read_loop(stream: trio.abc.Stream, connection: Connection) -> None:
-    with trio.CancelScope() as idle:
-        while True:
-            idle.deadline = connection.read_deadline(trio.current_time())
-            try:
-                data = await stream.receive_some(RECEIVE_SIZE)
-            except _LOST as exc:
-                _lost(connection, exc)
-                return
-            if not data:
-                connection.close(trio.current_time(), "connection closed by peer")
-                return
-            connection.receive_data(data, trio.current_time())
-    if idle.cancelled_caught:
-        connection.read_deadline_expired(trio.current_time())
-
-
-async def _write_loop(stream: trio.abc.Stream, connection: Connection, wakeup: Wakeup) -> None:
-    try:
-        while True:
-            if not connection.closed:
-                await wakeup.wait()
-            data = connection.data_to_send(trio.current_time())
-            if data:
-                await stream.send_all(data)
-            elif connection.closed:  # and everything it said last is sent
-                if isinstance(stream, trio.abc.HalfCloseableStream):
-                    await stream.send_eof()
-                return
-    except _LOST as exc:
-        _lost(connection, exc)
+async def _read_loop(stream: trio.abc.Stream, connection: Connection,
+                     scope: trio.CancelScope) -> None:
+    """Read until the client closes, or `scope`'s deadline (keepalive, or close grace)."""
+    while True:
+        if not connection.closed:
+            scope.deadline = connection.read_deadline(trio.current_time())
+        try:
+            data = await stream.receive_some(RECEIVE_SIZE)
+        except _LOST as exc:
+            _lost(connection, exc)
+            return
+        if not data:
+            connection.close(trio.current_time(), "connection closed by peer")
+            return
+        connection.receive_data(data, trio.current_time())
 
 
 def _lost(connection: Connection, exc: BaseException) -> None:
