@@ -279,7 +279,7 @@ class Broker:
                 metrics.publish_dropped += 1
         for group in match.groups:
             self._give_to_group(group, message)
-        if self.hooks._publish:
+        if self.hooks.publish_observers:
             self.hooks.on_publish(client, message)
         return len(match.targets) + len(match.groups)
 

@@ -143,20 +143,22 @@ class Connection:
         decoder = self.decoder
         decoder.feed(data)
         handlers = self._handlers
+        handle_publish = self._handle_publish
+        next_packet = decoder.next
+        closed = ConnectionState.CLOSED
+        count = 0
         try:
-            while True:
-                packet = decoder.next()
-                if packet is NEED_DATA:
-                    break
-                self.metrics.messages_received += 1
+            while (packet := next_packet()) is not NEED_DATA:
+                count += 1
                 if type(packet) is Publish:
-                    self._handle_publish(packet, now)
+                    handle_publish(packet, now)
                 else:
                     handlers[type(packet)](self, packet, now)
-                if self.closed:
+                if self.state is closed:
                     break
         except MQTTError as exc:
             self._fail(exc, now)
+        self.metrics.messages_received += count
 
     def data_to_send(self, now: float) -> bytes:
         """Everything ready to go to the client: replies, then queued deliveries."""
@@ -357,9 +359,10 @@ class Connection:
             self.notify()
 
     def _handle_publish(self, packet: Publish, now: float) -> None:
-        session = self._require_session()
+        session = self.session
         client = self.client
-        assert client is not None
+        if session is None or client is None:
+            raise protocol_error("[MQTT-3.1.0-1] the first packet must be CONNECT")
         config = self.config
         qos = packet.qos
         packet_id = packet.packet_id or 0
@@ -384,7 +387,8 @@ class Connection:
                 if props.message_expiry_interval:
                     expires_at = now + props.message_expiry_interval
                 props = _forwarded(props)
-        if not self.broker.hooks.allowed(client, topic, Access.PUBLISH):
+        hooks = self.broker.hooks
+        if hooks.acl_hooks and not hooks.allowed(client, topic, Access.PUBLISH):
             log.info("denied publish to %r by %s", topic, self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return

@@ -67,8 +67,10 @@ class HookChain:
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.hooks = list(hooks)
-        self._acl = [h for h in self.hooks if type(h).check_acl is not Hook.check_acl]
-        self._publish = [h for h in self.hooks if type(h).on_publish is not Hook.on_publish]
+        # The hooks that override the per-message methods: empty lists cost nothing.
+        self.acl_hooks = [h for h in self.hooks if type(h).check_acl is not Hook.check_acl]
+        self.publish_observers = [
+            h for h in self.hooks if type(h).on_publish is not Hook.on_publish]
 
     def authenticate(self, client: ClientInfo, connect: Connect) -> Decision:
         for hook in self.hooks:
@@ -79,7 +81,7 @@ class HookChain:
 
     def allowed(self, client: ClientInfo, topic: str, access: Access) -> bool:
         """True unless a hook denies; with no ACL hooks this costs one truth test."""
-        for hook in self._acl:
+        for hook in self.acl_hooks:
             decision = hook.check_acl(client, topic, access)
             if decision is not Decision.DEFER:
                 return decision is Decision.ALLOW
@@ -94,7 +96,7 @@ class HookChain:
             hook.on_disconnect(client, reason)
 
     def on_publish(self, client: ClientInfo | None, message: Message) -> None:
-        for hook in self._publish:
+        for hook in self.publish_observers:
             hook.on_publish(client, message)
 
     def on_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> None:
