@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -28,12 +29,68 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    """One socket the broker accepts clients on."""
+    """One socket the broker accepts clients on.
+
+    A `websocket` listener speaks HTTP: it upgrades WebSocket requests to MQTT
+    and answers plain requests (the dashboard, /metrics, /healthz). The keys
+    after `max_connections` apply to websocket listeners only.
+    """
 
     port: int = 1883
     bind: str | None = None  # None: loopback unless authentication is configured
     protocol: Literal["mqtt", "websocket"] = "mqtt"
     max_connections: int = 0  # 0: unlimited
+    path: str | None = None  # WebSocket upgrades only on this path; None: any path
+    allowed_origins: tuple[str, ...] = ()  # () : any Origin; else these and same-origin
+    handshake_timeout: float = 10.0  # seconds to send a whole HTTP request head
+    max_handshake_size: int = 16384  # bytes of HTTP request line and headers
+    dashboard: bool = True  # serve the live dashboard at /
+    metrics: bool = True  # serve Prometheus metrics at /metrics
+
+    def __post_init__(self) -> None:
+        # Errors name the key; Config prefixes the listener's index.
+        if self.protocol != "websocket":
+            default = ListenerConfig.__dataclass_fields__
+            for key in _WEBSOCKET_KEYS:
+                if getattr(self, key) != default[key].default:
+                    raise ConfigError(f"{key}: only applies to 'protocol: websocket' listeners")
+        if self.path is not None and (not self.path.startswith("/") or "?" in self.path
+                                      or any(c.isspace() for c in self.path)):
+            raise ConfigError(f"path: must be an absolute URL path like '/mqtt', "
+                              f"got {self.path!r}")
+        for index, origin in enumerate(self.allowed_origins):
+            problem = _origin_problem(origin)
+            if problem:
+                raise ConfigError(f"allowed_origins[{index}]: {problem}")
+        if not 0 < self.handshake_timeout <= 3600:
+            raise ConfigError("handshake_timeout: must be more than 0 and at most 3600 seconds")
+        if not 1024 <= self.max_handshake_size <= 1_048_576:
+            raise ConfigError("max_handshake_size: must be between 1024 and 1048576 bytes")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections: must be 0 (unlimited) or more")
+
+
+_WEBSOCKET_KEYS = ("path", "allowed_origins", "handshake_timeout", "max_handshake_size",
+                   "dashboard", "metrics")
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why `origin` is not a browser Origin (`scheme://host[:port]`), or None if it is."""
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an origin like 'https://example.com:8443', got {origin!r}"
+    if parts.path or parts.query or parts.fragment or parts.username is not None:
+        return f"an origin has no path, query or user part, got {origin!r}"
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        return f"invalid port in {origin!r}"
+    return None
+
+
+def default_listeners() -> tuple[ListenerConfig, ...]:
+    """MQTT on 1883 and MQTT over WebSocket (with the dashboard) on 8083."""
+    return (ListenerConfig(), ListenerConfig(port=8083, protocol="websocket"))
 
 
 @dataclass(frozen=True)
@@ -46,7 +103,7 @@ class RedirectConfig:
 
 @dataclass(frozen=True)
 class Config:
-    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    listeners: tuple[ListenerConfig, ...] = default_listeners()
     allow_anonymous: bool | None = None  # None: only while listening on loopback
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -90,6 +147,8 @@ class Config:
             raise ConfigError("max_inflight_messages: must be at most 65535")
         if not 0 <= self.topic_alias_maximum <= 65535:
             raise ConfigError("topic_alias_maximum: must be between 0 and 65535")
+        if self.sys_interval < 0:
+            raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
 
     def bind_address(self, listener: ListenerConfig) -> str:
         """Where a listener binds: like Mosquitto 2, loopback only unless told otherwise."""

@@ -5,22 +5,46 @@ reports readiness with `task_status.started(server)` once every listener is
 bound, so tests and the CLI never sleep to wait for it. `request_shutdown()`
 stops accepting, asks every client to go (MQTT 5 clients get DISCONNECT
 0x8B), gives writers a grace period to flush, saves sessions and returns.
+
+An `mqtt` listener hands each socket to `serve_connection`; a `websocket`
+listener hands it to `serve_http`, which upgrades it to a WebSocket stream for
+`serve_connection` or answers plain HTTP (dashboard, /metrics, /healthz).
+Every `sys_interval` seconds a task publishes the `$SYS/broker/...` tree
+(`core/sys_topics.py`) as retained messages.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from functools import partial
+from typing import Any
 
 import trio
 
 from mqttish import __version__
 from mqttish.config import LOOPBACK, Config, ListenerConfig
 from mqttish.core.broker import Broker
+from mqttish.core.message import Message
+from mqttish.core.metrics import BrokerStats, broker_stats
+from mqttish.core.sys_topics import SysTree
 from mqttish.transport.connection import serve_connection
-from mqttish.transport.listeners import ConnectionLimiter, open_listeners, peer_name
+from mqttish.transport.http import Site, serve_http
+from mqttish.transport.listeners import (
+    ConnectionLimiter,
+    ListenerStats,
+    open_listeners,
+    peer_name,
+)
+from mqttish.transport.prometheus import MetricsExporter, Scrape
 
 log = logging.getLogger("mqttish.server")
+
+# Transitional: transport/connection.py is being reworked so that a connection's
+# writer runs in the server's nursery (a `spawner` argument). Serve with either
+# signature until that lands, then call serve_connection(..., spawner) directly.
+_serve_connection: Any = serve_connection
+_SERVE_TAKES_SPAWNER = "spawner" in inspect.signature(serve_connection).parameters
 
 HOUSEKEEPING_INTERVAL = 1.0
 SHUTDOWN_GRACE = 5.0
@@ -31,6 +55,9 @@ class Server:
         self.config = config
         self.broker = broker
         self.ports: list[int] = []  # bound ports, in listener order (useful with port 0)
+        self.listener_stats: list[ListenerStats] = []  # in listener order
+        self.started_at = 0.0  # on the trio clock
+        self._site: Site | None = None
         self._shutdown = trio.Event()
         self._connections = 0
         self._all_closed = trio.Event()
@@ -41,23 +68,32 @@ class Server:
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         config = self.config
+        self.started_at = trio.current_time()
         if self.broker is None:
-            self.broker = Broker(config, now=trio.current_time())
+            self.broker = Broker(config, now=self.started_at)
         broker = self.broker
         bound = [(lc, await open_listeners(config, lc)) for lc in config.listeners]
         self.ports = [listeners[0].socket.getsockname()[1] for _, listeners in bound]
+        self.listener_stats = [
+            ListenerStats(config.bind_address(lc), port, lc.protocol)
+            for (lc, _), port in zip(bound, self.ports, strict=True)
+        ]
+        if any(lc.protocol == "websocket" for lc in config.listeners):
+            self._site = Site(MetricsExporter(self.scrape).render)
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as accepting:
                 async with trio.open_nursery() as services:
-                    for (listener_config, listeners), port in zip(bound, self.ports, strict=True):
-                        handler = ConnectionLimiter(listener_config.max_connections).wrap(
-                            partial(self._handle, broker, nursery)
+                    for (listener_config, listeners), stats in zip(
+                            bound, self.listener_stats, strict=True):
+                        handler = ConnectionLimiter(listener_config.max_connections, stats).wrap(
+                            partial(self._handle, broker, listener_config, stats, nursery)
                         )
                         services.start_soon(partial(
                             trio.serve_listeners, handler, listeners, handler_nursery=nursery
                         ))
-                        self._log_listener(listener_config, port)
+                        self._log_listener(listener_config, stats.port)
                     services.start_soon(self._housekeeping, broker)
+                    services.start_soon(self._publish_sys, broker)
                     task_status.started(self)
                     await self._shutdown.wait()
                     accepting.cancel()
@@ -69,12 +105,31 @@ class Server:
             nursery.cancel_scope.cancel()
         log.info("stopped")
 
-    async def _handle(self, broker: Broker, spawner: trio.Nursery,
-                      stream: trio.abc.Stream) -> None:
+    async def _handle(self, broker: Broker, listener: ListenerConfig, stats: ListenerStats,
+                      spawner: trio.Nursery, stream: trio.abc.Stream) -> None:
+        broker.metrics.sockets_opened += 1
+        serve_mqtt = partial(self._serve_mqtt, broker, stats, spawner)
+        if listener.protocol == "websocket":
+            assert self._site is not None
+            await serve_http(stream, listener, self._site, serve_mqtt, stats)
+        else:
+            await serve_mqtt(stream)
+
+    async def _serve_mqtt(self, broker: Broker, stats: ListenerStats, spawner: trio.Nursery,
+                          stream: trio.abc.Stream) -> None:
+        peer = peer_name(stream)
         self._connections += 1
+        stats.clients += 1
+        stats.clients_total += 1
+        stats.peers.add(peer)
         try:
-            await serve_connection(stream, broker, peer_name(stream), spawner)
+            if _SERVE_TAKES_SPAWNER:
+                await _serve_connection(stream, broker, peer, spawner)
+            else:
+                await _serve_connection(stream, broker, peer)
         finally:
+            stats.peers.discard(peer)
+            stats.clients -= 1
             self._connections -= 1
             if not self._connections and self._shutdown.is_set():
                 self._all_closed.set()
@@ -84,9 +139,45 @@ class Server:
             await trio.sleep(HOUSEKEEPING_INTERVAL)
             broker.housekeeping(trio.current_time())
 
+    async def _publish_sys(self, broker: Broker) -> None:
+        """Publish the $SYS tree now and every `sys_interval` seconds (0: never)."""
+        interval = self.config.sys_interval
+        if not interval:
+            return
+        tree = SysTree(__version__)
+        while True:
+            now = trio.current_time()
+            for topic, payload in tree.update(self.stats(now), now):
+                broker.publish(Message(topic, payload, 0, True), now)
+            await trio.sleep(interval)
+
+    def stats(self, now: float) -> BrokerStats:
+        assert self.broker is not None
+        return broker_stats(self.broker, now, self.started_at)
+
+    def scrape(self) -> Scrape:
+        """What /metrics reports, read now (on the broker's trio thread)."""
+        assert self.broker is not None
+        owner = {peer: index for index, stats in enumerate(self.listener_stats)
+                 for peer in stats.peers}
+        dropped = [0] * len(self.listener_stats)
+        for session in self.broker.sessions.values():
+            connection = session.connection
+            if connection is not None and session.dropped:
+                index = owner.get(connection.peer)
+                if index is not None:
+                    dropped[index] += session.dropped
+        return Scrape(self.stats(trio.current_time()), self.listener_stats, dropped)
+
     def _log_listener(self, listener: ListenerConfig, port: int) -> None:
         host = self.config.bind_address(listener)
         log.info("mqttish %s listening on %s:%d (%s)", __version__, host, port, listener.protocol)
+        if listener.protocol == "websocket":
+            shown = "localhost" if host in (LOOPBACK, "0.0.0.0") else host
+            endpoint = listener.path or "/mqtt"
+            if listener.dashboard:
+                log.info("dashboard at http://%s:%d/, MQTT over WebSocket at ws://%s:%d%s",
+                         shown, port, shown, port, endpoint)
         if listener.bind is None and host == LOOPBACK:
             log.info(
                 "no authentication configured: listening on loopback only. To accept clients "

@@ -146,3 +146,17 @@ async def trio_broker(nursery: trio.Nursery) -> AsyncIterator[Server]:
     await nursery.start(server.run)
     yield server
     server.request_shutdown()
+
+
+# --- WebSocket listeners (tests/wire/test_14_*, test_15_*, tests/e2e/test_dashboard.py) ---
+
+
+def websocket_listeners(**websocket: Any) -> tuple[ListenerConfig, ListenerConfig]:
+    """An MQTT listener (ports[0]) and a websocket listener (ports[1]), both on free ports."""
+    return (ListenerConfig(port=0), ListenerConfig(port=0, protocol="websocket", **websocket))
+
+
+@pytest.fixture
+def ws_broker(start_broker: Callable[..., BrokerThread]) -> BrokerThread:
+    """A broker with MQTT on `ports[0]` and MQTT over WebSocket (+ HTTP) on `ports[1]`."""
+    return start_broker(listeners=websocket_listeners())

@@ -2,7 +2,20 @@
 
 Plain integer attributes: incrementing one on the hot path costs one
 attribute store. Names follow Mosquitto's $SYS tree.
+
+`broker_stats()` reads everything the $SYS tree and /metrics show into one
+frozen `BrokerStats`, so both report the same figures; it walks the sessions
+and shared groups, so it is for the periodic $SYS update and a scrape, not
+for the hot path.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mqttish.core.broker import Broker
 
 
 class Metrics:
@@ -10,7 +23,7 @@ class Metrics:
         "bytes_received", "bytes_sent", "clients_connected", "clients_expired",
         "clients_maximum", "clients_total_connections", "messages_received", "messages_sent",
         "publish_bytes_received", "publish_bytes_sent", "publish_dropped", "publish_received",
-        "publish_sent",
+        "publish_sent", "sockets_opened",
     )
 
     def __init__(self) -> None:
@@ -27,9 +40,100 @@ class Metrics:
         self.clients_maximum = 0
         self.clients_expired = 0
         self.clients_total_connections = 0  # connections accepted since start
+        self.sockets_opened = 0  # network connections accepted, MQTT or not (the transport counts)
 
     def client_connected(self) -> None:
         self.clients_connected += 1
         self.clients_total_connections += 1
         if self.clients_connected > self.clients_maximum:
             self.clients_maximum = self.clients_connected
+
+
+@dataclass(frozen=True, slots=True)
+class SharedGroupStats:
+    """One shared subscription group (`$share/<name>/<topic_filter>`)."""
+
+    name: str
+    topic_filter: str
+    members: int
+    delivered: int  # messages given to a member
+    redelivered: int  # messages taken back from a departed member and given to another
+    dropped: int  # messages lost to a full backlog or a member's full queue
+    backlog: int  # messages waiting for an available member
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStats:
+    """Everything $SYS and /metrics report, read at one instant."""
+
+    uptime: float  # seconds
+    clients_connected: int
+    clients_disconnected: int  # sessions kept for clients that are offline
+    clients_maximum: int
+    clients_total: int  # sessions, connected or not
+    clients_expired: int
+    connections_total: int  # CONNECTs accepted since start
+    sockets_total: int  # network connections accepted since start
+    messages_received: int  # control packets of every type
+    messages_sent: int
+    publish_received: int
+    publish_sent: int
+    publish_dropped: int
+    publish_bytes_received: int
+    publish_bytes_sent: int
+    bytes_received: int
+    bytes_sent: int
+    retained_count: int
+    retained_bytes: int
+    subscriptions: int
+    store_messages: int  # retained messages plus deliveries queued or in flight
+    store_bytes: int  # their payload bytes
+    shared_groups: tuple[SharedGroupStats, ...] = ()
+
+
+def broker_stats(broker: Broker, now: float, started_at: float) -> BrokerStats:
+    """Read the broker's counters and count what it holds."""
+    metrics = broker.metrics
+    retained = broker.retained
+    disconnected = 0
+    held = 0
+    held_bytes = 0
+    for session in broker.sessions.values():
+        if session.connection is None:
+            disconnected += 1
+        queue = session.queue
+        inflight = session.inflight
+        if queue or inflight:
+            held += len(queue) + len(inflight)
+            held_bytes += sum(len(d.message.payload) for d in queue)
+            held_bytes += sum(len(d.message.payload) for d in inflight.values())
+    groups = tuple(
+        SharedGroupStats(group.name, group.topic_filter, len(group.members), group.delivered,
+                         group.redelivered, group.dropped, len(group.backlog))
+        for group in broker.subscriptions.groups()
+    )
+    return BrokerStats(
+        uptime=max(0.0, now - started_at),
+        clients_connected=metrics.clients_connected,
+        clients_disconnected=disconnected,
+        clients_maximum=metrics.clients_maximum,
+        clients_total=len(broker.sessions),
+        clients_expired=metrics.clients_expired,
+        connections_total=metrics.clients_total_connections,
+        sockets_total=metrics.sockets_opened,
+        messages_received=metrics.messages_received,
+        messages_sent=metrics.messages_sent,
+        publish_received=metrics.publish_received,
+        publish_sent=metrics.publish_sent,
+        publish_dropped=metrics.publish_dropped,
+        publish_bytes_received=metrics.publish_bytes_received,
+        publish_bytes_sent=metrics.publish_bytes_sent,
+        bytes_received=metrics.bytes_received,
+        bytes_sent=metrics.bytes_sent,
+        retained_count=retained.count,
+        retained_bytes=retained.bytes,
+        subscriptions=broker.subscriptions.count,
+        store_messages=retained.count + held,
+        store_bytes=retained.bytes + held_bytes,
+        shared_groups=groups,
+    )

@@ -1,0 +1,160 @@
+"""`/metrics`: the broker's figures in the Prometheus text format, via prometheus-client.
+
+A custom collector reads a `BrokerStats` (the same snapshot the $SYS tree is
+made from) and the listeners' counters at scrape time, on the broker's trio
+thread, and `generate_latest` encodes them from a private registry, so no
+process-wide default registry or background thread is involved.
+
+Names follow Prometheus conventions: an `mqttish_` prefix, base units, and
+`_total` on counters (prometheus-client appends it to counter families).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+from mqttish import __version__
+from mqttish.core.metrics import BrokerStats
+from mqttish.transport.listeners import ListenerStats
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """What one scrape reports."""
+
+    broker: BrokerStats
+    listeners: Sequence[ListenerStats]
+    listener_dropped: Sequence[int]  # per listener, in the same order
+
+
+# (name, help, BrokerStats field): counters, then gauges.
+COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("mqttish_bytes_received", "Bytes received from clients", "bytes_received"),
+    ("mqttish_bytes_sent", "Bytes sent to clients", "bytes_sent"),
+    ("mqttish_messages_received", "MQTT control packets received, of every type",
+     "messages_received"),
+    ("mqttish_messages_sent", "MQTT control packets sent, of every type", "messages_sent"),
+    ("mqttish_publish_messages_received", "PUBLISH packets received", "publish_received"),
+    ("mqttish_publish_messages_sent", "PUBLISH packets sent", "publish_sent"),
+    ("mqttish_publish_messages_dropped",
+     "Deliveries dropped: full client queues or shared-group backlogs, messages too large "
+     "for a client", "publish_dropped"),
+    ("mqttish_publish_bytes_received", "Payload bytes of PUBLISH packets received",
+     "publish_bytes_received"),
+    ("mqttish_publish_bytes_sent", "Payload bytes of PUBLISH packets sent", "publish_bytes_sent"),
+    ("mqttish_connections", "Client connections accepted (CONNACK 0)",
+     "connections_total"),
+    ("mqttish_clients_expired", "Persistent sessions expired after their client left",
+     "clients_expired"),
+    ("mqttish_sockets_opened", "Network connections accepted, MQTT or HTTP", "sockets_total"),
+)
+GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("mqttish_uptime_seconds", "Seconds since the broker started", "uptime"),
+    ("mqttish_clients_connected", "Clients connected now", "clients_connected"),
+    ("mqttish_clients_disconnected", "Sessions kept for clients that are offline",
+     "clients_disconnected"),
+    ("mqttish_clients_maximum", "Most clients connected at once since start", "clients_maximum"),
+    ("mqttish_clients", "Sessions, connected or not", "clients_total"),
+    ("mqttish_retained_messages", "Retained messages", "retained_count"),
+    ("mqttish_retained_bytes", "Payload bytes of retained messages", "retained_bytes"),
+    ("mqttish_subscriptions", "Subscriptions, shared ones included", "subscriptions"),
+    ("mqttish_store_messages", "Messages held: retained, queued and in flight",
+     "store_messages"),
+    ("mqttish_store_bytes", "Payload bytes of the messages held", "store_bytes"),
+)
+
+
+class BrokerCollector:
+    """A prometheus-client collector that reads the broker when scraped."""
+
+    def __init__(self, scrape: Callable[[], Scrape]) -> None:
+        self.scrape = scrape
+
+    def collect(self) -> Iterable[Metric]:
+        scrape = self.scrape()
+        stats = scrape.broker
+        info = InfoMetricFamily("mqttish_build", "The broker's version")
+        info.add_metric([], {"version": __version__})
+        yield info
+        for name, documentation, field in COUNTERS:
+            yield CounterMetricFamily(name, documentation, value=getattr(stats, field))
+        for name, documentation, field in GAUGES:
+            yield GaugeMetricFamily(name, documentation, value=getattr(stats, field))
+        yield from _listener_metrics(scrape)
+        yield from _shared_metrics(stats)
+
+
+def _listener_metrics(scrape: Scrape) -> Iterable[Metric]:
+    labels = ["listener", "protocol"]
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+        "open": GaugeMetricFamily("mqttish_listener_sockets", "Sockets open now", labels=labels),
+        "accepted": CounterMetricFamily("mqttish_listener_sockets_accepted",
+                                        "Sockets accepted", labels=labels),
+        "refused": CounterMetricFamily("mqttish_listener_sockets_refused",
+                                       "Sockets refused at max_connections", labels=labels),
+        "clients": GaugeMetricFamily("mqttish_listener_connections",
+                                     "MQTT connections served now", labels=labels),
+        "clients_total": CounterMetricFamily("mqttish_listener_connections_accepted",
+                                             "MQTT connections served", labels=labels),
+        "http_requests": CounterMetricFamily("mqttish_listener_http_requests",
+                                             "Plain HTTP requests answered", labels=labels),
+    }
+    dropped = GaugeMetricFamily(
+        "mqttish_listener_client_dropped_messages",
+        "Messages dropped for the clients connected now on this listener, over the lifetime "
+        "of their sessions", labels=labels)
+    for listener, lost in zip(scrape.listeners, scrape.listener_dropped, strict=True):
+        values = [listener.name, listener.protocol]
+        for attribute, family in families.items():
+            family.add_metric(values, getattr(listener, attribute))
+        dropped.add_metric(values, lost)
+    yield from families.values()
+    yield dropped
+
+
+def _shared_metrics(stats: BrokerStats) -> Iterable[Metric]:
+    groups = stats.shared_groups
+    yield GaugeMetricFamily("mqttish_shared_groups", "Shared subscription groups",
+                            value=len(groups))
+    labels = ["group", "filter"]
+    members = GaugeMetricFamily("mqttish_shared_group_members", "Members of a shared group",
+                                labels=labels)
+    backlog = GaugeMetricFamily("mqttish_shared_group_backlog",
+                                "Messages waiting for an available member", labels=labels)
+    delivered = CounterMetricFamily("mqttish_shared_group_delivered",
+                                    "Messages given to a member", labels=labels)
+    redelivered = CounterMetricFamily(
+        "mqttish_shared_group_redelivered",
+        "Messages taken back from a departed member and given to another", labels=labels)
+    dropped = CounterMetricFamily("mqttish_shared_group_dropped",
+                                  "Messages a shared group dropped", labels=labels)
+    for group in groups:
+        values = [group.name, group.topic_filter]
+        members.add_metric(values, group.members)
+        backlog.add_metric(values, group.backlog)
+        delivered.add_metric(values, group.delivered)
+        redelivered.add_metric(values, group.redelivered)
+        dropped.add_metric(values, group.dropped)
+    yield from (members, backlog, delivered, redelivered, dropped)
+
+
+class MetricsExporter:
+    """Renders /metrics from a private registry holding one `BrokerCollector`."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, scrape: Callable[[], Scrape]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(BrokerCollector(scrape))
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), self.content_type
