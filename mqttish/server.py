@@ -15,10 +15,8 @@ Every `sys_interval` seconds a task publishes the `$SYS/broker/...` tree
 
 from __future__ import annotations
 
-import inspect
 import logging
 from functools import partial
-from typing import Any
 
 import trio
 
@@ -39,12 +37,6 @@ from mqttish.transport.listeners import (
 from mqttish.transport.prometheus import MetricsExporter, Scrape
 
 log = logging.getLogger("mqttish.server")
-
-# Transitional: transport/connection.py is being reworked so that a connection's
-# writer runs in the server's nursery (a `spawner` argument). Serve with either
-# signature until that lands, then call serve_connection(..., spawner) directly.
-_serve_connection: Any = serve_connection
-_SERVE_TAKES_SPAWNER = "spawner" in inspect.signature(serve_connection).parameters
 
 HOUSEKEEPING_INTERVAL = 1.0
 SHUTDOWN_GRACE = 5.0
@@ -123,10 +115,7 @@ class Server:
         stats.clients_total += 1
         stats.peers.add(peer)
         try:
-            if _SERVE_TAKES_SPAWNER:
-                await _serve_connection(stream, broker, peer, spawner)
-            else:
-                await _serve_connection(stream, broker, peer)
+            await serve_connection(stream, broker, peer, spawner)
         finally:
             stats.peers.discard(peer)
             stats.clients -= 1
