@@ -1,0 +1,97 @@
+"""The $SYS tree without I/O: values, changes only, load averages, and the stats snapshot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from mqttish.config import Config
+from mqttish.core.broker import Broker
+from mqttish.core.message import Message
+from mqttish.core.metrics import BrokerStats, SharedGroupStats, broker_stats
+from mqttish.core.sys_topics import SysTree
+
+ZERO = BrokerStats(
+    uptime=0.0, clients_connected=0, clients_disconnected=0, clients_maximum=0,
+    clients_total=0, clients_expired=0, connections_total=0, sockets_total=0,
+    messages_received=0, messages_sent=0, publish_received=0, publish_sent=0,
+    publish_dropped=0, publish_bytes_received=0, publish_bytes_sent=0, bytes_received=0,
+    bytes_sent=0, retained_count=0, retained_bytes=0, subscriptions=0, store_messages=0,
+    store_bytes=0,
+)
+
+
+def as_dict(changes: list[tuple[str, bytes]]) -> dict[str, str]:
+    return {topic.removeprefix("$SYS/broker/"): payload.decode() for topic, payload in changes}
+
+
+def test_first_update_publishes_every_topic() -> None:
+    values = as_dict(SysTree("1.2.3").update(dataclasses.replace(ZERO, uptime=5.7), 100.0))
+    assert values["version"] == "mqttish version 1.2.3"
+    assert values["uptime"] == "5 seconds"
+    assert values["clients/connected"] == "0"
+    assert values["retained messages/count"] == "0"
+    assert values["load/publish/received/1min"] == "0.00"
+    assert values["load/connections/15min"] == "0.00"
+    assert values["shared/count"] == "0"
+    assert len(values) > 50
+
+
+def test_later_updates_publish_only_changes() -> None:
+    tree = SysTree("1")
+    tree.update(ZERO, 0.0)
+    assert tree.update(ZERO, 0.0) == []
+    changed = as_dict(tree.update(dataclasses.replace(ZERO, clients_connected=2), 0.0))
+    assert changed == {"clients/connected": "2", "clients/active": "2"}
+
+
+def test_load_averages_follow_mosquitto() -> None:
+    tree = SysTree("1")
+    tree.update(ZERO, 0.0)
+    # 600 PUBLISH in 60 seconds: a rate of 600 per minute, folded into each average.
+    values = as_dict(tree.update(dataclasses.replace(ZERO, publish_received=600), 60.0))
+    for window, seconds in (("1min", 60), ("5min", 300), ("15min", 900)):
+        expected = (1 - math.exp(-60 / seconds)) * 600
+        assert float(values[f"load/publish/received/{window}"]) == pytest.approx(expected,
+                                                                                 abs=0.01)
+    # Nothing more for a long time: the averages decay towards 0.
+    values = as_dict(tree.update(dataclasses.replace(ZERO, publish_received=600), 3660.0))
+    assert float(values["load/publish/received/1min"]) == 0.0
+    assert 0 < float(values["load/publish/received/15min"]) < 10
+
+
+def test_time_standing_still_changes_no_average() -> None:
+    tree = SysTree("1")
+    tree.update(ZERO, 10.0)
+    assert tree.update(dataclasses.replace(ZERO, bytes_received=100), 10.0) == [
+        ("$SYS/broker/bytes/received", b"100")]
+
+
+def test_shared_groups_appear_and_are_cleared() -> None:
+    tree = SysTree("1")
+    group = SharedGroupStats("pool", "jobs/+", members=2, delivered=5, redelivered=1,
+                             dropped=0, backlog=3)
+    values = as_dict(tree.update(dataclasses.replace(ZERO, shared_groups=(group,)), 0.0))
+    assert values["shared/count"] == "1"
+    assert values["shared/members"] == "2"
+    assert json.loads(values["shared/group/pool"]) == {
+        "jobs/+": {"members": 2, "delivered": 5, "redelivered": 1, "dropped": 0, "backlog": 3}}
+    cleared = as_dict(tree.update(ZERO, 1.0))
+    assert cleared["shared/group/pool"] == ""  # clears the retained message
+    assert cleared["shared/count"] == "0"
+
+
+def test_broker_stats_counts_what_the_broker_holds() -> None:
+    broker = Broker(Config())
+    broker.publish(Message("a/b", b"12345", retain=True), 0.0)
+    broker.publish(Message("a/c", b"xy", retain=True), 0.0)
+    stats = broker_stats(broker, now=30.0, started_at=10.0)
+    assert stats.uptime == 20.0
+    assert stats.retained_count == 2
+    assert stats.store_messages == 2
+    assert stats.store_bytes == 7
+    assert stats.clients_total == 0
+    assert stats.shared_groups == ()
