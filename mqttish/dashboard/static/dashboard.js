@@ -310,7 +310,11 @@
         responsive: true,
         maintainAspectRatio: false,
         interaction: { mode: "nearest", intersect: false },
-        elements: { point: { radius: 0, hitRadius: 6 }, line: { borderWidth: 2, tension: 0.2 } },
+        elements: {
+          // Dots while a series is short (a lone reading is visible), a plain line after.
+          point: { radius: (ctx) => (ctx.dataset.data.length <= 60 ? 2.5 : 0), hitRadius: 6 },
+          line: { borderWidth: 2, tension: 0.2 },
+        },
         scales: {
           x: {
             type: "linear",
