@@ -101,7 +101,7 @@ def test_dashboard_shows_values_published_over_tcp(ws_broker: BrokerThread, page
 
         # $SYS statistics fill the cards (the tree published when the broker started).
         page.wait_for_function(
-            "document.querySelector('#card-clients .card-value').textContent !== '–'",
+            "document.querySelector('#card-clients .card-value').textContent !== '\\u2013'",
             timeout=5000)
         assert page.inner_text("#version") == "mqttish version 0.1.0"
 
