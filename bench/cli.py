@@ -123,6 +123,8 @@ class Harness:
         tag = f"{self.stamp}-{scenario}-{kind.name}-{run}"
         command = [*self.pinning.load_prefix(), sys.executable, "-m", "bench.loadgen",
                    "--scenario", scenario, "--port", str(port), "--broker-pid", str(broker.pid)]
+        if self.pinning.broker_cpu is not None:
+            command += ["--broker-cpu", str(self.pinning.broker_cpu)]
         if self.args.smoke:
             command.append("--smoke")
         for item in self.args.param:
@@ -193,10 +195,11 @@ class Harness:
             *([f"- mqttish config: {self.args.mqttish_config}"]
               if self.args.mqttish_config else []),
             "- CPU rows: share of one core used by the broker / by the load generator during "
-            "the measured part, and (other) by everything else, kernel network work not "
-            "charged to a process included; ⚠ marks runs where the generator used more than "
-            "90% of its core and may itself have been the limit, or where others used more "
-            f"than {report.BUSY_MACHINE:.0f}% of a core",
+            "the measured part, and (other) the share of the broker's CPU used by anything "
+            "else, kernel network work not charged to a process included; ⚠ marks runs "
+            "where the generator used more than 90% of its core and may itself have been "
+            f"the limit, or where others took more than {report.BUSY_MACHINE:.0f}% of the "
+            "broker's CPU",
         ]
 
 

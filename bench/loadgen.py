@@ -368,7 +368,7 @@ class Run:
         self.ctx = ctx
         self.loop = loop
         self.counter = counter  # messages delivered so far
-        self.meter = CpuMeter([ctx.broker_pid, os.getpid()])
+        self.meter = CpuMeter([ctx.broker_pid, os.getpid()], ctx.broker_cpu)
         self.measured = 0
         self.elapsed = 0.0
         self.cpu: list[float] = [math.nan, math.nan]
@@ -438,9 +438,11 @@ class Run:
 
 
 class Context:
-    def __init__(self, port: int, broker_pid: int, params: Params) -> None:
+    def __init__(self, port: int, broker_pid: int, params: Params,
+                 broker_cpu: int | None = None) -> None:
         self.port = port
         self.broker_pid = broker_pid
+        self.broker_cpu = broker_cpu  # where the broker is pinned, if it is
         self.params = params
 
     def broker_alive(self) -> bool:
@@ -737,7 +739,7 @@ def connections(ctx: Context) -> Result:
     open_client(ctx.port, "bench-warmup").close()
     time.sleep(0.5)
     before = rss_kib(ctx.broker_pid)
-    meter = CpuMeter([ctx.broker_pid, os.getpid()])
+    meter = CpuMeter([ctx.broker_pid, os.getpid()], ctx.broker_cpu)
     meter.start()
     emit({"event": "measuring", "seconds": 0})
     clients = Connections(ctx.port, total, parallel=100, prefix="bench-idle-")
@@ -773,7 +775,7 @@ def retained(ctx: Context) -> Result:
     narrow_group = min(42, groups - 1)
     narrow_filter = f"bench/ret/{narrow_group:04d}/+"
     narrow_expected = sum(1 for i in range(total) if i // 100 == narrow_group)
-    meter = CpuMeter([ctx.broker_pid, os.getpid()])
+    meter = CpuMeter([ctx.broker_pid, os.getpid()], ctx.broker_cpu)
     meter.start()
 
     # 1. Store: every retained message in one stream, then a QoS 1 barrier.
@@ -858,10 +860,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario", required=True, choices=SCENARIOS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--broker-pid", type=int, required=True)
+    parser.add_argument("--broker-cpu", type=int, help="the CPU the broker is pinned to")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
-    ctx = Context(args.port, args.broker_pid, params_for(args.smoke, args.param))
+    ctx = Context(args.port, args.broker_pid, params_for(args.smoke, args.param), args.broker_cpu)
     raise_fd_limit(4096)
     try:
         result = RUNNERS[args.scenario](ctx)

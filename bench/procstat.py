@@ -28,12 +28,16 @@ def rss_kib(pid: int) -> int:
     raise ValueError(f"no VmRSS for process {pid}")
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all CPUs together spent not idle (first line of /proc/stat)."""
+def machine_busy_seconds(cpu: int | None = None) -> float:
+    """CPU seconds spent not idle by one CPU, or by all together (None), from /proc/stat."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
     with open("/proc/stat") as f:
-        fields = [int(value) for value in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND
+        for line in f:
+            fields = line.split()
+            if fields[0] == name:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+                return (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND
+    raise ValueError(f"no {name} line in /proc/stat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +48,21 @@ class CpuSample:
 
 
 class CpuMeter:
-    """Share of one core used by some processes between `start()` and `stop()`."""
+    """Share of one core used by some processes between `start()` and `stop()`.
 
-    def __init__(self, pids: list[int]) -> None:
+    `other` is then what else ran: on `watched_cpu` besides the first process
+    (the broker, pinned there), or on the whole machine besides all of them.
+    """
+
+    def __init__(self, pids: list[int], watched_cpu: int | None = None) -> None:
         self.pids = pids
+        self.watched_cpu = watched_cpu
         self._start: CpuSample | None = None
-        self.other = float("nan")  # percent of a core used by everything else, after stop()
+        self.other = float("nan")  # percent of a core, after stop()
 
     def sample(self) -> CpuSample:
         return CpuSample(time.monotonic(), tuple(_cpu_or_nan(pid) for pid in self.pids),
-                         machine_busy_seconds())
+                         machine_busy_seconds(self.watched_cpu))
 
     def start(self) -> None:
         self._start = self.sample()
@@ -66,7 +75,8 @@ class CpuMeter:
         shares = [100 * (after - before) / elapsed
                   for before, after in zip(self._start.cpu, end.cpu, strict=True)]
         # Other processes, and kernel work no process is charged with (some softirq).
-        self.other = max(0.0, 100 * (end.machine - self._start.machine) / elapsed - sum(shares))
+        charged = shares[0] if self.watched_cpu is not None else sum(shares)
+        self.other = max(0.0, 100 * (end.machine - self._start.machine) / elapsed - charged)
         return shares
 
 
