@@ -1,0 +1,332 @@
+"""The orders demonstration: a pool of worker processes shares a stream of orders, one dies.
+
+Theory of operation. The coordinator (`python -m simulators orders`) starts
+`--workers` worker processes (`python -m simulators order-worker`). Each is
+one MQTT client with a persistent session in the shared subscription
+`$share/workers/orders/#` at QoS 1; it announces itself on the retained
+`workers/<id>/status` topic (with a will saying `offline`), and for every
+order it processes it publishes a receipt to `receipts/orders/<order id>`.
+Receipts live outside `orders/` so that workers do not receive them as
+orders, and go out on a second connection of the worker's (see `_process`).
+
+The coordinator waits until every worker is online, publishes the orders
+(`orders/<shop>/<order id>`, QoS 1), and once `--kill-after` receipts have
+come back it kills one worker with SIGKILL: no DISCONNECT, so the broker
+takes back the orders it had sent that worker and not had acknowledged, and
+gives them to the others (with DUP). At the end it counts the receipts:
+every order must have one; some may have two (processed by the dying worker
+and again elsewhere).
+
+One gap is closed end to end rather than by the broker: the mqttish client
+acknowledges a message when it hands it to the application, not when the
+application has finished with it, so the order a worker was processing
+when it died, and the one waiting for it, are acknowledged but never done.
+The broker cannot know; the coordinator can. Orders without a receipt when
+receipts stop coming are published again (counted as "re-sent"), and
+`--no-resend` shows what happens without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from mqttish.client import Client, Message, Will
+from simulators.common import (
+    OFFLINE,
+    ONLINE,
+    STATUS_QOS,
+    BrokerSettings,
+    Stopper,
+    serve_subscription,
+)
+
+log = logging.getLogger("simulators.orders")
+
+ORDER_TOPIC = "orders/{shop}/{order}"
+RECEIPT_TOPIC = "receipts/orders/{order}"
+STATUS_TOPIC = "workers/{worker}/status"
+SHARE = "$share/workers/orders/#"
+SHOPS = ("north", "south", "east", "west")
+GOODBYE_TIMEOUT = 5.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class OrdersError(Exception):
+    """The demonstration could not run (a worker did not start, say)."""
+
+
+# ------------------------------------------------------------------ the worker process
+
+
+class OrderWorker:
+    """One worker: takes orders from the shared subscription, works, issues a receipt."""
+
+    def __init__(self, worker_id: str, broker: BrokerSettings, work_seconds: float) -> None:
+        self.worker_id = worker_id
+        self.broker = broker
+        self.work_seconds = work_seconds
+        self.status_topic = STATUS_TOPIC.format(worker=worker_id)
+        self.processed = 0
+        self._stopper = Stopper()
+
+    def stop(self) -> None:
+        self._stopper.stop()
+
+    async def run(self) -> None:
+        will = Will(self.status_topic, OFFLINE, STATUS_QOS, retain=True)
+        # One order at a time: at most one more is acknowledged and waiting. A new worker
+        # process starts a new session: orders of an earlier run are not its business.
+        options = replace(self.broker.options, message_buffer=1)
+        with self._stopper.stoppable() as connecting:
+            async with self.broker.client(self.worker_id, will=will, persistent=True,
+                                          resume=False, options=options) as orders, \
+                    self.broker.client(f"{self.worker_id}-receipts") as receipts:
+                self._stopper.disarm(connecting)
+
+                async def subscribed() -> None:
+                    await receipts.publish(self.status_topic, ONLINE, STATUS_QOS, retain=True)
+                    log.info("%s: online, sharing %s", self.worker_id, SHARE)
+
+                async def handle(message: Message) -> None:
+                    await self._process(receipts, message)
+
+                await serve_subscription(orders, SHARE, handle, self._stopper, subscribed)
+                with trio.move_on_after(GOODBYE_TIMEOUT) as goodbye:
+                    goodbye.shield = True
+                    await receipts.publish(self.status_topic, OFFLINE, STATUS_QOS, retain=True)
+        log.info("%s: stopped after %d orders", self.worker_id, self.processed)
+
+    async def _process(self, receipts: Client, message: Message) -> None:
+        """Work, then publish the receipt and wait for the broker to have it (QoS 1).
+
+        Receipts go out on a connection of their own: on the orders connection
+        their PUBACKs would queue behind orders the client is not reading yet
+        (the client stops reading while our one-message buffer is full).
+        """
+        order = json.loads(message.payload)
+        await trio.sleep(self.work_seconds)
+        receipt = json.dumps({"order": order["order"], "run": order.get("run"),
+                              "worker": self.worker_id})
+        await receipts.publish(RECEIPT_TOPIC.format(order=order["order"]), receipt, qos=1)
+        self.processed += 1
+
+
+# ------------------------------------------------------------------ the coordinator
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersConfig:
+    orders: int = 1000
+    workers: int = 4
+    kill_after: int | None = 300  # receipts before one worker is killed; None: nobody dies
+    kill_worker: int = 1  # which worker dies
+    rate: float = 500.0  # orders published per second
+    work_ms: float = 10.0  # milliseconds a worker spends on an order
+    resend: bool = True  # publish again orders whose receipt does not come
+    patience: float = 3.0  # seconds without a new receipt before orders count as stuck
+    startup_timeout: float = 30.0  # seconds for the workers to come online
+
+    def __post_init__(self) -> None:
+        if self.orders < 1 or self.workers < 1:
+            raise ValueError("--orders and --workers must be at least 1")
+        if self.kill_after is not None and not 0 <= self.kill_after < self.orders:
+            raise ValueError("--kill-after must be between 0 and the number of orders")
+        if not 1 <= self.kill_worker <= self.workers:
+            raise ValueError("--kill-worker must name one of the workers (1 to --workers)")
+        if self.workers == 1 and self.kill_after is not None:
+            raise ValueError("killing the only worker leaves nobody to finish: use --workers 2+")
+        if self.rate <= 0 or self.work_ms < 0 or self.patience <= 0:
+            raise ValueError("--rate and --patience must be positive, --work-ms not negative")
+
+
+@dataclass(slots=True)
+class OrdersReport:
+    sent: int = 0  # orders published and acknowledged by the broker
+    receipts: Counter[str] = field(default_factory=Counter)  # receipts per order id
+    by_worker: Counter[str] = field(default_factory=Counter)
+    resent: int = 0
+    killed: str | None = None
+    killed_at: int = 0  # receipts when the worker was killed
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def processed(self) -> int:
+        return len(self.receipts)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for count in self.receipts.values() if count > 1)
+
+    def lines(self) -> list[str]:
+        workers = ", ".join(f"{worker} {count}" + (" (killed)" if worker == self.killed else "")
+                            for worker, count in sorted(self.by_worker.items()))
+        killed = (f"{self.killed} with SIGKILL after {self.killed_at} receipts"
+                  if self.killed else "nobody")
+        return [
+            "orders summary:",
+            f"  sent                      {self.sent} (QoS 1, acknowledged by the broker)",
+            f"  killed                    {killed}",
+            f"  processed                 {self.processed} (orders with a receipt)",
+            f"  processed more than once  {self.duplicates}",
+            f"  re-sent by coordinator    {self.resent} (acknowledged by the killed worker, "
+            "never processed)",
+            f"  missing                   {len(self.missing)}"
+            + (f": {', '.join(self.missing[:10])}" if self.missing else ""),
+            f"  receipts per worker       {workers}",
+            f"  time                      {self.seconds:.1f} s",
+        ]
+
+
+def order_id(number: int) -> str:
+    return f"order-{number:05d}"
+
+
+class Coordinator:
+    """Starts the workers, publishes the orders, kills a worker, counts the receipts."""
+
+    def __init__(self, config: OrdersConfig, broker: BrokerSettings,
+                 client_id: str = "orders-coordinator") -> None:
+        self.config = config
+        self.broker = broker
+        self.client_id = client_id
+        self.run_id = secrets.token_hex(4)  # tells this run's receipts from an earlier run's
+        self.report = OrdersReport()
+        self.worker_ids = [f"orders-worker-{n}" for n in range(1, config.workers + 1)]
+        self._processes: dict[str, trio.Process] = {}
+        self._online: set[str] = set()
+        self._all_online = trio.Event()
+        self._progress = trio.Event()  # set on every new receipt
+        self._kill_now = trio.Event()
+        self._done = trio.Event()
+
+    async def run(self) -> OrdersReport:
+        config = self.config
+        report = self.report
+        began = trio.current_time()
+        async with self.broker.client(self.client_id) as client, \
+                client.subscription("receipts/orders/#", qos=1) as receipts, \
+                client.subscription(STATUS_TOPIC.format(worker="+"), qos=1) as statuses, \
+                trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_statuses, statuses)
+            nursery.start_soon(self._collect, receipts)
+            for worker_id in self.worker_ids:
+                self._processes[worker_id] = await nursery.start(
+                    partial(trio.run_process, self._worker_command(worker_id), check=False,
+                            stdin=subprocess.DEVNULL, cwd=ROOT))
+            with trio.move_on_after(config.startup_timeout):
+                await self._all_online.wait()
+            if not self._all_online.is_set():
+                raise OrdersError(f"workers not online after {config.startup_timeout:g} s: "
+                                  f"{sorted(set(self.worker_ids) - self._online)}")
+            log.info("%d workers online; publishing %d orders at %g/s", config.workers,
+                     config.orders, config.rate)
+            if config.kill_after is not None:
+                nursery.start_soon(self._kill_when_due)
+            await self._publish(client, range(1, config.orders + 1))
+            report.sent = config.orders
+            await self._wait_for_receipts(client)
+            report.missing = [order_id(n) for n in range(1, config.orders + 1)
+                              if order_id(n) not in report.receipts]
+            report.seconds = trio.current_time() - began
+            for worker_id, process in self._processes.items():
+                if process.returncode is None and worker_id != report.killed:
+                    process.send_signal(signal.SIGTERM)  # graceful: DISCONNECT, no will
+            nursery.cancel_scope.deadline = trio.current_time() + 10
+            await self._wait_for_workers()
+            nursery.cancel_scope.cancel()
+        return report
+
+    def _worker_command(self, worker_id: str) -> list[str]:
+        broker = self.broker
+        command = [sys.executable, "-m", "simulators", "order-worker", "--id", worker_id,
+                   "-h", broker.host, "-p", str(broker.port),
+                   "--work-ms", str(self.config.work_ms)]
+        if broker.username is not None:
+            command += ["-u", broker.username]
+        if broker.password is not None:
+            command += ["-P", broker.password]
+        return command
+
+    async def _wait_for_workers(self) -> None:
+        for process in self._processes.values():
+            await process.wait()
+
+    async def _watch_statuses(self, statuses: trio.MemoryReceiveChannel[Message]) -> None:
+        async for message in statuses:
+            if message.retain:
+                continue  # a status from an earlier run, not news
+            worker = message.topic.split("/")[1]
+            if message.payload == ONLINE and worker in self.worker_ids:
+                self._online.add(worker)
+                if len(self._online) == len(self.worker_ids):
+                    self._all_online.set()
+            elif message.payload == OFFLINE:
+                log.info("%s is offline", worker)
+
+    async def _collect(self, receipts: trio.MemoryReceiveChannel[Message]) -> None:
+        report = self.report
+        async for message in receipts:
+            receipt = json.loads(message.payload)
+            if receipt.get("run") != self.run_id:
+                continue
+            order = receipt["order"]
+            report.receipts[order] += 1
+            report.by_worker[receipt["worker"]] += 1
+            if report.receipts[order] > 1:
+                log.info("%s processed again, by %s", order, receipt["worker"])
+            if self.config.kill_after is not None and report.processed >= self.config.kill_after:
+                self._kill_now.set()
+            self._progress.set()
+            if report.processed == self.config.orders:
+                self._done.set()
+
+    async def _kill_when_due(self) -> None:
+        await self._kill_now.wait()
+        victim = self.worker_ids[self.config.kill_worker - 1]
+        self.report.killed = victim
+        self.report.killed_at = self.report.processed
+        log.info("killing %s (SIGKILL) after %d receipts", victim, self.report.killed_at)
+        self._processes[victim].kill()
+
+    async def _publish(self, client: Client, numbers: range | list[int]) -> None:
+        """Publish these orders at the configured rate, each acknowledged (QoS 1)."""
+        start = trio.current_time()
+        for index, number in enumerate(numbers):
+            await trio.sleep_until(start + index / self.config.rate)
+            order = order_id(number)
+            payload = json.dumps({"order": order, "run": self.run_id,
+                                  "shop": SHOPS[number % len(SHOPS)], "items": 1 + number % 5})
+            topic = ORDER_TOPIC.format(shop=SHOPS[number % len(SHOPS)], order=order)
+            await client.publish(topic, payload, qos=1)
+
+    async def _wait_for_receipts(self, client: Client) -> None:
+        """Until every order has a receipt; orders still missing when receipts stop are stuck."""
+        report = self.report
+        config = self.config
+        for _attempt in range(3):
+            while not self._done.is_set():
+                self._progress = trio.Event()
+                with trio.move_on_after(config.patience):
+                    await self._progress.wait()
+                if not self._progress.is_set():
+                    break  # no receipt for `patience` seconds
+            stuck = [n for n in range(1, config.orders + 1) if order_id(n) not in report.receipts]
+            if not stuck or not config.resend:
+                return
+            log.info("no receipt for %d orders after %g s without progress: %s; publishing "
+                     "them again", len(stuck), config.patience,
+                     ", ".join(order_id(n) for n in stuck[:10]))
+            report.resent += len(stuck)
+            await self._publish(client, stuck)
