@@ -28,12 +28,7 @@ from mqttish.core.metrics import BrokerStats, broker_stats
 from mqttish.core.sys_topics import SysTree
 from mqttish.transport.connection import serve_connection
 from mqttish.transport.http import Site, serve_http
-from mqttish.transport.listeners import (
-    ConnectionLimiter,
-    ListenerStats,
-    open_listeners,
-    peer_name,
-)
+from mqttish.transport.listeners import ListenerStats, accept_connections, open_listeners
 from mqttish.transport.prometheus import MetricsExporter, Scrape
 
 log = logging.getLogger("mqttish.server")
@@ -51,7 +46,7 @@ class Server:
         self.started_at = 0.0  # on the trio clock
         self._site: Site | None = None
         self._shutdown = trio.Event()
-        self._connections = 0
+        self._mqtt_tasks = 0  # MQTT connections being served, over TCP or WebSocket
         self._all_closed = trio.Event()
 
     def request_shutdown(self) -> None:
@@ -77,12 +72,11 @@ class Server:
                 async with trio.open_nursery() as services:
                     for (listener_config, listeners), stats in zip(
                             bound, self.listener_stats, strict=True):
-                        handler = ConnectionLimiter(listener_config.max_connections, stats).wrap(
-                            partial(self._handle, broker, listener_config, stats, nursery)
-                        )
-                        services.start_soon(partial(
-                            trio.serve_listeners, handler, listeners, handler_nursery=nursery
-                        ))
+                        serve = partial(self._serve, broker, listener_config, stats, nursery)
+                        for listener in listeners:
+                            services.start_soon(accept_connections, listener,
+                                                listener_config.max_connections, stats, serve,
+                                                nursery)
                         self._log_listener(listener_config, stats.port)
                     services.start_soon(self._housekeeping, broker)
                     services.start_soon(self._publish_sys, broker)
@@ -92,36 +86,46 @@ class Server:
             log.info("shutting down")
             broker.shutdown(trio.current_time())
             with trio.move_on_after(SHUTDOWN_GRACE):
-                if self._connections:
+                if self._mqtt_tasks:
                     await self._all_closed.wait()
             nursery.cancel_scope.cancel()
         log.info("stopped")
 
-    async def _handle(self, broker: Broker, listener: ListenerConfig, stats: ListenerStats,
-                      spawner: trio.Nursery, stream: trio.abc.Stream) -> None:
-        broker.metrics.sockets_opened += 1
-        serve_mqtt = partial(self._serve_mqtt, broker, stats, spawner)
-        if listener.protocol == "websocket":
-            assert self._site is not None
-            await serve_http(stream, listener, self._site, serve_mqtt, stats)
-        else:
-            await serve_mqtt(stream)
+    async def _serve(self, broker: Broker, listener: ListenerConfig, stats: ListenerStats,
+                     spawner: trio.Nursery, stream: trio.abc.Stream) -> None:
+        """One accepted socket, to its end: an MQTT client, or HTTP that may become one.
 
-    async def _serve_mqtt(self, broker: Broker, stats: ListenerStats, spawner: trio.Nursery,
-                          stream: trio.abc.Stream) -> None:
-        peer = peer_name(stream)
-        self._connections += 1
-        stats.clients += 1
-        stats.clients_total += 1
-        stats.peers.add(peer)
+        Plain MQTT is served right here, so that an idle TCP client costs as few
+        coroutine frames as possible.
+        """
+        broker.metrics.sockets_opened += 1
+        mqtt = listener.protocol == "mqtt"
+        self._mqtt_tasks += mqtt
         try:
-            await serve_connection(stream, broker, peer, spawner)
+            if mqtt:
+                await serve_connection(stream, broker, spawner, stats)
+            else:
+                assert self._site is not None
+                upgraded = partial(self._serve_websocket, broker, spawner, stats)
+                await serve_http(stream, listener, self._site, upgraded, stats)
         finally:
-            stats.peers.discard(peer)
-            stats.clients -= 1
-            self._connections -= 1
-            if not self._connections and self._shutdown.is_set():
-                self._all_closed.set()
+            await trio.aclose_forcefully(stream)
+            stats.open -= 1
+            if mqtt:
+                self._mqtt_task_done()
+
+    async def _serve_websocket(self, broker: Broker, spawner: trio.Nursery,
+                               stats: ListenerStats, stream: trio.abc.Stream) -> None:
+        self._mqtt_tasks += 1
+        try:
+            await serve_connection(stream, broker, spawner, stats)
+        finally:
+            self._mqtt_task_done()
+
+    def _mqtt_task_done(self) -> None:
+        self._mqtt_tasks -= 1
+        if not self._mqtt_tasks and self._shutdown.is_set():
+            self._all_closed.set()
 
     async def _housekeeping(self, broker: Broker) -> None:
         while True:
@@ -146,17 +150,7 @@ class Server:
 
     def scrape(self) -> Scrape:
         """What /metrics reports, read now (on the broker's trio thread)."""
-        assert self.broker is not None
-        owner = {peer: index for index, stats in enumerate(self.listener_stats)
-                 for peer in stats.peers}
-        dropped = [0] * len(self.listener_stats)
-        for session in self.broker.sessions.values():
-            connection = session.connection
-            if connection is not None and session.dropped:
-                index = owner.get(connection.peer)
-                if index is not None:
-                    dropped[index] += session.dropped
-        return Scrape(self.stats(trio.current_time()), self.listener_stats, dropped)
+        return Scrape(self.stats(trio.current_time()), self.listener_stats)
 
     def _log_listener(self, listener: ListenerConfig, port: int) -> None:
         host = self.config.bind_address(listener)
@@ -167,7 +161,7 @@ class Server:
             if listener.dashboard:
                 log.info("dashboard at http://%s:%d/, MQTT over WebSocket at ws://%s:%d%s",
                          shown, port, shown, port, endpoint)
-        if listener.bind is None and host == LOOPBACK:
+        if listener.bind is None and host == LOOPBACK and listener is self.config.listeners[0]:
             log.info(
                 "no authentication configured: listening on loopback only. To accept clients "
                 "from the network, set 'bind: 0.0.0.0' and 'allow_anonymous: true' "

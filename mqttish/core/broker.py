@@ -68,7 +68,7 @@ class Broker:
         self.topic_alias_maximum = self.config.topic_alias_maximum
         # Offline sessions with an expiry or a delayed will: what housekeeping looks at.
         self._waiting: dict[str, Session] = {}
-        self._shutting_down = False
+        self.shutting_down = False
         self._restore(now)
 
     # ------------------------------------------------------------------ connect
@@ -207,7 +207,7 @@ class Broker:
         log.info("client %r disconnected: %s", client.client_id, reason)
         self.hooks.on_disconnect(client, reason)
         will = connection.will
-        if will is not None and not connection.graceful and not self._shutting_down:
+        if will is not None and not connection.graceful and not self.shutting_down:
             delay = will.properties.will_delay_interval or 0
             if delay and session.expiry_interval:
                 session.will = will
@@ -260,7 +260,6 @@ class Broker:
         qos = message.qos
         retain = message.retain
         origin = message.origin
-        metrics = self.metrics
         plain = None  # one QoS 0 delivery with nothing of its own serves every session
         for target in match.targets:
             if target.no_local and target.session.client_id == origin:
@@ -276,12 +275,19 @@ class Broker:
             else:
                 delivery = plain
             if not target.session.enqueue(delivery):
-                metrics.publish_dropped += 1
+                self._dropped_for(target.session)
         for group in match.groups:
             self._give_to_group(group, message)
         if self.hooks.publish_observers:
             self.hooks.on_publish(client, message)
         return len(match.targets) + len(match.groups)
+
+    def _dropped_for(self, session: Session) -> None:
+        """A delivery to `session` was dropped: its queue was full."""
+        if session.connection is not None:
+            session.connection.dropped()  # counted for its listener too
+        else:
+            self.metrics.publish_dropped += 1
 
     # ------------------------------------------------------------------ shared subscriptions
 
@@ -301,7 +307,7 @@ class Broker:
             group.delivered += 1
         else:
             group.dropped += 1
-            self.metrics.publish_dropped += 1
+            self._dropped_for(member.session)
 
     def _drain_backlog(self, group: SharedGroup, now: float) -> None:
         """Give waiting messages to members that can take them now."""
@@ -385,7 +391,7 @@ class Broker:
                 continue
             qos = min(message.qos, subscription.qos)
             if not session.enqueue(Delivery(message, qos, True, ids)):
-                self.metrics.publish_dropped += 1
+                self._dropped_for(session)
         for topic in expired:
             self.retained.clear(topic)
             self.store.set_retained(topic, None)
@@ -423,7 +429,7 @@ class Broker:
 
         Wills are not sent: the clients did not fail, the broker is going away.
         """
-        self._shutting_down = True
+        self.shutting_down = True
         for session in list(self.sessions.values()):
             connection = session.connection
             if connection is not None:

@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mqttish.core.hooks import Access, ClientInfo
 from mqttish.core.message import Message
@@ -64,6 +64,14 @@ PINGRESP = b"\xd0\x00"
 PUBACK_HEAD = b"\x40\x02"  # a PUBACK is these two bytes and the packet id (3.1.1, or 5.0 success)
 
 
+class ListenerCounters(Protocol):
+    """Figures of the listener a connection came in on, which the connection keeps up."""
+
+    clients: int  # MQTT clients connected now
+    clients_total: int  # MQTT clients accepted (CONNACK 0) since start
+    dropped: int  # deliveries dropped for its clients
+
+
 class ConnectionState(Enum):
     AWAITING_CONNECT = 1
     CONNECTED = 2
@@ -83,6 +91,7 @@ class Connection:
         peer: str,
         now: float,
         on_output: Callable[[], None] = _no_output,
+        counters: ListenerCounters | None = None,
     ) -> None:
         self.broker = broker
         self.config = broker.config
@@ -90,6 +99,7 @@ class Connection:
         self.peer = peer
         self.opened_at = now
         self.on_output = on_output
+        self.counters = counters
         self.state = ConnectionState.AWAITING_CONNECT
         self.decoder = PacketDecoder(max_packet_size=self.config.max_packet_size)
         self.version = MQTT_3_1_1
@@ -197,8 +207,11 @@ class Connection:
         abnormal, and the transport is told to flush and close."""
         if self.state is ConnectionState.CLOSED:
             return
-        if code is not None and self.version == MQTT_5 and self.state is ConnectionState.CONNECTED:
-            self._out.append(encode(Disconnect(code), MQTT_5))
+        if self.state is ConnectionState.CONNECTED:
+            if code is not None and self.version == MQTT_5:
+                self._out.append(encode(Disconnect(code), MQTT_5))
+            if self.counters is not None:
+                self.counters.clients -= 1
         self.state = ConnectionState.CLOSED
         self.close_reason = reason
         self.broker.disconnected(self, now)
@@ -321,9 +334,15 @@ class Connection:
 
     def _drop_oversize(self, message: Message) -> None:
         """[MQTT-3.1.2-25] a message too large for the client is discarded for it."""
-        self.metrics.publish_dropped += 1
+        self.dropped()
         log.info("dropping message on %r for %s: larger than its maximum packet size",
                  message.topic, self.name)
+
+    def dropped(self) -> None:
+        """Count a delivery lost for this client (the caller has counted it for its session)."""
+        self.metrics.publish_dropped += 1
+        if self.counters is not None:
+            self.counters.dropped += 1
 
     def resend_inflight(self, now: float) -> None:
         """After a session resumes: re-send unacknowledged PUBLISH (DUP) and PUBREL."""
@@ -353,6 +372,9 @@ class Connection:
             self.close(now, f"connection refused: {ReasonCode(connack.reason_code).name}")
             return
         self.state = ConnectionState.CONNECTED
+        if self.counters is not None:
+            self.counters.clients += 1
+            self.counters.clients_total += 1
         if connack.session_present:
             self.resend_inflight(now)
         if self._require_session().queue:

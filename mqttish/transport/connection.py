@@ -21,7 +21,8 @@ from __future__ import annotations
 import trio
 
 from mqttish.core.broker import Broker
-from mqttish.core.connection import Connection
+from mqttish.core.connection import Connection, ListenerCounters
+from mqttish.transport.listeners import peer_name
 
 RECEIVE_SIZE = 65536
 CLOSE_GRACE = 5.0  # seconds a closing connection has to flush and linger
@@ -69,8 +70,8 @@ class _Writer:
                     if data:
                         await stream.send_all(data)
                         continue
-                    if connection.closed and isinstance(stream, trio.abc.HalfCloseableStream):
-                        await stream.send_eof()  # after the last bytes it had to say
+                    if connection.closed:
+                        await self._finish()
                     return
         except _LOST as exc:
             _lost(connection, exc)
@@ -79,6 +80,14 @@ class _Writer:
             self.running = False
             if self.finished is not None:
                 self.finished.set()
+
+    async def _finish(self) -> None:
+        """The last bytes are sent: half-close, and let the reader linger for the
+        client's close, unless the whole broker is stopping."""
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            await self.stream.send_eof()
+        if self.connection.broker.shutting_down and self.reading is not None:
+            self.reading.cancel()
 
     async def wait_until_sent(self, deadline: float) -> None:
         """Let a running writer finish its last bytes, until `deadline`."""
@@ -93,14 +102,14 @@ class _Writer:
             self.scope.cancel()
 
 
-async def serve_connection(stream: trio.abc.Stream, broker: Broker, peer: str,
-                           spawner: trio.Nursery) -> None:
+async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
+                           counters: ListenerCounters | None = None) -> None:
     """Run one client connection to its end; never raises for the client's faults.
 
     `spawner` is a nursery that outlives the connection (the server's), where
-    its writer task runs while there is output.
+    its writer task runs while there is output; `counters` are its listener's.
     """
-    connection = Connection(broker, peer, trio.current_time())
+    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters)
     writer = _Writer(stream, connection, spawner)
     connection.on_output = writer.on_output
     try:

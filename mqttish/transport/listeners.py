@@ -44,11 +44,53 @@ async def open_listeners(config: Config, listener: ListenerConfig) -> list[trio.
         raise StartupError(f"cannot listen on {host}:{listener.port}: {reason}") from None
 
 
-class ListenerStats:
-    """What one listener has seen, for /metrics: sockets, MQTT connections, HTTP requests."""
+ACCEPT_RETRY = 0.1  # seconds to wait when accept() fails for lack of resources
+_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
-    __slots__ = ("accepted", "clients", "clients_total", "host", "http_requests", "open", "peers",
-                 "port", "protocol", "refused")
+
+async def accept_connections(
+    listener: trio.SocketListener,
+    limit: int,
+    stats: ListenerStats,
+    serve: Callable[[trio.SocketStream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Accept sockets for ever, starting `serve(stream)` in `nursery` for each,
+    and refusing those beyond `limit` open at once (0: no limit).
+
+    Our own loop rather than `trio.serve_listeners`: one coroutine frame less
+    per connection, and the limit is checked before a task exists.
+    """
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in _CAPACITY_ERRNOS:
+                raise
+            log.error("cannot accept on %s (%s): retrying in %.1f s", stats.name, exc.strerror,
+                      ACCEPT_RETRY)
+            await trio.sleep(ACCEPT_RETRY)
+            continue
+        if limit and stats.open >= limit:
+            stats.refused += 1
+            log.warning("refusing %s: listener %s at max_connections (%d)", peer_name(stream),
+                        stats.name, limit)
+            await trio.aclose_forcefully(stream)
+            continue
+        stats.accepted += 1
+        stats.open += 1
+        nursery.start_soon(serve, stream)
+
+
+class ListenerStats:
+    """What one listener has seen, for /metrics: sockets, MQTT clients, HTTP requests.
+
+    The sockets are counted by the server's accept loop; the MQTT figures by each
+    connection, to which this is its `ListenerCounters`.
+    """
+
+    __slots__ = ("accepted", "clients", "clients_total", "dropped", "host", "http_requests",
+                 "open", "port", "protocol", "refused")
 
     def __init__(self, host: str, port: int, protocol: str) -> None:
         self.host = host
@@ -57,48 +99,13 @@ class ListenerStats:
         self.open = 0  # sockets open now
         self.accepted = 0  # sockets accepted since start
         self.refused = 0  # sockets refused at max_connections
-        self.clients = 0  # MQTT connections being served now
-        self.clients_total = 0
+        self.clients = 0  # MQTT clients connected now
+        self.clients_total = 0  # MQTT clients accepted since start
+        self.dropped = 0  # deliveries dropped for its clients
         self.http_requests = 0  # plain HTTP requests answered (websocket listeners)
-        self.peers: set[str] = set()  # peer names of the MQTT connections served now
 
     @property
     def name(self) -> str:
         """How /metrics labels this listener: its address and bound port."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
-
-
-class ConnectionLimiter:
-    """Refuse connections beyond a listener's `max_connections` (0: no limit)."""
-
-    def __init__(self, limit: int, stats: ListenerStats | None = None) -> None:
-        self.limit = limit
-        self.count = 0
-        self.stats = stats
-
-    def wrap(
-        self, handler: Callable[[trio.abc.Stream], Awaitable[None]]
-    ) -> Callable[[trio.abc.Stream], Awaitable[None]]:
-        stats = self.stats
-
-        async def limited(stream: trio.abc.Stream) -> None:
-            if self.limit and self.count >= self.limit:
-                log.warning("refusing %s: listener at max_connections (%d)", peer_name(stream),
-                            self.limit)
-                if stats is not None:
-                    stats.refused += 1
-                await trio.aclose_forcefully(stream)
-                return
-            self.count += 1
-            if stats is not None:
-                stats.accepted += 1
-                stats.open += 1
-            try:
-                await handler(stream)
-            finally:
-                self.count -= 1
-                if stats is not None:
-                    stats.open -= 1
-
-        return limited

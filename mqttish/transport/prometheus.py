@@ -33,7 +33,6 @@ class Scrape:
 
     broker: BrokerStats
     listeners: Sequence[ListenerStats]
-    listener_dropped: Sequence[int]  # per listener, in the same order
 
 
 # (name, help, BrokerStats field): counters, then gauges.
@@ -102,23 +101,21 @@ def _listener_metrics(scrape: Scrape) -> Iterable[Metric]:
         "refused": CounterMetricFamily("mqttish_listener_sockets_refused",
                                        "Sockets refused at max_connections", labels=labels),
         "clients": GaugeMetricFamily("mqttish_listener_connections",
-                                     "MQTT connections served now", labels=labels),
+                                     "MQTT clients connected now", labels=labels),
         "clients_total": CounterMetricFamily("mqttish_listener_connections_accepted",
-                                             "MQTT connections served", labels=labels),
+                                             "MQTT clients accepted (CONNACK 0)",
+                                             labels=labels),
         "http_requests": CounterMetricFamily("mqttish_listener_http_requests",
                                              "Plain HTTP requests answered", labels=labels),
+        "dropped": CounterMetricFamily("mqttish_listener_dropped_messages",
+                                       "Deliveries dropped for clients of this listener",
+                                       labels=labels),
     }
-    dropped = GaugeMetricFamily(
-        "mqttish_listener_client_dropped_messages",
-        "Messages dropped for the clients connected now on this listener, over the lifetime "
-        "of their sessions", labels=labels)
-    for listener, lost in zip(scrape.listeners, scrape.listener_dropped, strict=True):
+    for listener in scrape.listeners:
         values = [listener.name, listener.protocol]
         for attribute, family in families.items():
             family.add_metric(values, getattr(listener, attribute))
-        dropped.add_metric(values, lost)
     yield from families.values()
-    yield dropped
 
 
 def _shared_metrics(stats: BrokerStats) -> Iterable[Metric]:

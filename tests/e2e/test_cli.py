@@ -56,10 +56,22 @@ def test_port_in_use_is_one_line() -> None:
         f"mqttish: cannot listen on 127.0.0.1:{port}: address already in use"]
 
 
+def default_config_on_free_ports(tmp_path: Path) -> tuple[Path, int]:
+    """config/mqttish.yaml with its TCP and WebSocket ports moved to free ones,
+    so that the test does not collide with a broker started by `make run`."""
+    tcp, websocket = free_port(), free_port()
+    text = DEFAULT_CONFIG_PATH.read_text()
+    assert "port: 1883" in text and "port: 8083" in text
+    path = tmp_path / "mqttish.yaml"
+    path.write_text(text.replace("port: 1883", f"port: {tcp}")
+                    .replace("port: 8083", f"port: {websocket}"))
+    return path, tcp
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_shuts_down_cleanly(signum: signal.Signals) -> None:
-    port = free_port()
-    broker = BrokerProcess("-c", str(DEFAULT_CONFIG_PATH), "-p", str(port))
+def test_signal_shuts_down_cleanly(signum: signal.Signals, tmp_path: Path) -> None:
+    config, port = default_config_on_free_ports(tmp_path)
+    broker = BrokerProcess("-c", str(config))
     line = broker.wait_for("listening on")
     assert f"127.0.0.1:{port}" in line
     broker.wait_for("loopback only")
@@ -74,9 +86,9 @@ def test_signal_shuts_down_cleanly(signum: signal.Signals) -> None:
     assert "Traceback" not in broker.text()
 
 
-def test_verbose_logs_debug() -> None:
-    port = free_port()
-    broker = BrokerProcess("-p", str(port), "-v")
+def test_verbose_logs_debug(tmp_path: Path) -> None:
+    config, port = default_config_on_free_ports(tmp_path)
+    broker = BrokerProcess("-c", str(config), "-v")
     broker.wait_for("listening on")
     with socket.create_connection(("127.0.0.1", port)) as client:
         client.sendall(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02c1\x40\x02\x00\x07")
