@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mqttish.broker")
 
+SYS_PREFIX = "$SYS/"
+
 
 class Broker:
     def __init__(
@@ -254,8 +256,9 @@ class Broker:
         """Route a message to every matching session; return how many matched."""
         if message.retain:
             self.retained.set(message)
-            self.store.set_retained(message.topic,
-                                    stored_message(message, now) if message.payload else None)
+            if not message.topic.startswith(SYS_PREFIX):  # the broker's own state: not saved
+                self.store.set_retained(message.topic,
+                                        stored_message(message, now) if message.payload else None)
         match = self.subscriptions.match(message.topic)
         qos = message.qos
         retain = message.retain

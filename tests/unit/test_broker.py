@@ -279,3 +279,14 @@ def test_v5_session_expiry(broker: Broker) -> None:
     broker.housekeeping(now=111)
     assert "c5" not in broker.sessions
     assert broker.metrics.clients_expired == 1
+
+
+def test_sys_topics_are_retained_but_not_saved() -> None:
+    from mqttish.core.message import Message
+
+    store = MemoryStore()
+    broker = Broker(Config(), store)
+    broker.publish(Message("$SYS/broker/uptime", b"5 seconds", retain=True), now=0)
+    broker.publish(Message("app/state", b"on", retain=True), now=0)
+    assert broker.retained.get("$SYS/broker/uptime") is not None
+    assert list(store.retained) == ["app/state"]
