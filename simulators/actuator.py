@@ -105,11 +105,13 @@ class Actuator:
                 outbox = Outbox(client, self.actuator_id)
                 nursery.start_soon(outbox.run)
                 announcing = trio.CancelScope()
-                nursery.start_soon(self._announce_on_every_connection, client, outbox,
-                                   announcing)
                 self._stopper.disarm(connecting)
 
                 async def subscribed() -> None:
+                    # After the SUBACK: events queued in a resumed session came before it
+                    # and are handled, so the first state announced is already up to date.
+                    nursery.start_soon(self._announce_on_every_connection, client, outbox,
+                                       announcing)
                     log.info("%s: %s, listening to %s", self.actuator_id, self._word(),
                              self.events_filter)
                     task_status.started()

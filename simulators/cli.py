@@ -197,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds to process a 12-megapixel image (default: 0.2)")
     jobs.add_argument("--group", default="image-workers",
                       help="shared subscription group (default: image-workers)")
+    jobs.add_argument("-i", "--id", default="images",
+                      help="client id prefix: <ID>-uploader, <ID>-worker-1... (default: images); "
+                           "give each process its own")
+    jobs.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="wait this long for the last result (default: 60)")
     jobs.add_argument("--seed", type=int, help="seed of the job sizes and work times")
 
     orders = command("orders", "a worker-process pool shares orders; one worker is killed")
@@ -245,7 +250,7 @@ def _seed(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ running
 
 
-async def run_stoppable(component: Stoppable, main: Callable[[], Awaitable[T]],
+async def run_stoppable(name: str, component: Stoppable, main: Callable[[], Awaitable[T]],
                         duration: float | None = None,
                         extra: Callable[[], Awaitable[None]] | None = None) -> T:
     """Run `main()`; SIGINT / SIGTERM or the end of `duration` call `component.stop()`.
@@ -263,7 +268,7 @@ async def run_stoppable(component: Stoppable, main: Callable[[], Awaitable[T]],
                 async for signum in signals:
                     if not stopping:
                         stopping = True
-                        log.info("%s: stopping (again to quit at once)",
+                        log.info("%s: %s, stopping (again to quit at once)", name,
                                  signal.Signals(signum).name)
                         component.stop()
                     else:
@@ -299,7 +304,7 @@ def _sensor(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     async def main() -> int:
         log.info("sensor %s: %s every %g s (seed %d)", sensor.client_id, sensor.topic,
                  config.interval, seed)
-        await run_stoppable(sensor, sensor.run, args.duration)
+        await run_stoppable(sensor.client_id, sensor, sensor.run, args.duration)
         log.info("sensor %s: %d readings published", sensor.client_id, sensor.published)
         return 0
 
@@ -312,7 +317,7 @@ def _monitor(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     monitor = Monitor(config, broker)
 
     async def main() -> int:
-        await run_stoppable(monitor, monitor.run, args.duration)
+        await run_stoppable(config.client_id, monitor, monitor.run, args.duration)
         return 0
 
     return main
@@ -324,7 +329,7 @@ def _actuator(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     actuator = Actuator(config, broker)
 
     async def main() -> int:
-        await run_stoppable(actuator, actuator.run, args.duration)
+        await run_stoppable(actuator.actuator_id, actuator, actuator.run, args.duration)
         return 0
 
     return main
@@ -345,7 +350,8 @@ def _fleet(args: argparse.Namespace, broker: BrokerSettings) -> Main:
         if not args.debug:
             logging.getLogger("mqttish.client").setLevel(logging.WARNING)
         report = await run_stoppable(
-            fleet, fleet.run, extra=lambda: fleet.show_progress(sys.stderr, args.report_every))
+            "fleet", fleet, fleet.run,
+            extra=lambda: fleet.show_progress(sys.stderr, args.report_every))
         print("\n".join(report.lines()))
         return 0
 
@@ -367,7 +373,7 @@ def _scenario(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     run = ScenarioRun(scenario, broker, seed if seed is not None else random.randrange(1_000_000))
 
     async def main() -> int:
-        await run_stoppable(run, lambda: run.run(args.duration))
+        await run_stoppable(f"scenario {scenario.name!r}", run, lambda: run.run(args.duration))
         return 0
 
     return main
@@ -375,11 +381,12 @@ def _scenario(args: argparse.Namespace, broker: BrokerSettings) -> Main:
 
 def _jobs(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     config = JobsConfig(jobs=args.jobs, workers=args.workers, rate=args.rate,
-                        work_time=args.work_time, group=args.group)
+                        work_time=args.work_time, group=args.group, prefix=args.id,
+                        timeout=args.timeout)
     example = JobsExample(config, broker, _seed(args))
 
     async def main() -> int:
-        report = await run_stoppable(example, example.run)
+        report = await run_stoppable("jobs", example, example.run)
         if report is None:
             return 0
         print("\n".join(report.lines()))
@@ -396,7 +403,7 @@ def _orders(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     coordinator = Coordinator(config, broker)
 
     async def main() -> int:
-        report = await coordinator.run()
+        report = await run_stoppable("orders", coordinator, coordinator.run)
         print("\n".join(report.lines()))
         return EXIT_FAILURE if report.missing else 0
 
@@ -407,7 +414,7 @@ def _order_worker(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     worker = OrderWorker(args.id, broker, args.work_ms / 1000)
 
     async def main() -> int:
-        await run_stoppable(worker, worker.run)
+        await run_stoppable(args.id, worker, worker.run)
         return 0
 
     return main

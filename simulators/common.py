@@ -103,7 +103,7 @@ class TopicTemplate:
     knowing anything about the sensor that sent it.
     """
 
-    __slots__ = ("_format", "_levels", "names", "template")
+    __slots__ = ("_levels", "names", "template")
 
     def __init__(self, template: str, allowed: frozenset[str]) -> None:
         if not template:
@@ -129,7 +129,6 @@ class TopicTemplate:
                 levels.append(level)
         self._levels = tuple(levels)
         self.names = tuple(names)
-        self._format = template
 
     def __repr__(self) -> str:
         return f"TopicTemplate({self.template!r})"
@@ -143,7 +142,7 @@ class TopicTemplate:
         return self
 
     def render(self, values: Mapping[str, str]) -> str:
-        return self._format.format_map(values)
+        return self.template.format_map(values)
 
     def filter(self, values: Mapping[str, str] | None = None) -> str:
         """The subscription filter: given placeholders filled in, the others `+`."""
@@ -228,7 +227,6 @@ class Stopper:
         (there is nobody to say goodbye to); stopped later, it ends gracefully.
         """
         self._scopes.discard(scope)
-
 
 
 _Outgoing = tuple[str, bytes, int, bool, Properties]

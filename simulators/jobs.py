@@ -46,7 +46,7 @@ class JobsConfig:
     rate: float = 10.0  # jobs submitted per second
     work_time: float = 0.2  # seconds a worker spends on a 12-megapixel image
     group: str = GROUP
-    uploader_id: str = "image-uploader"
+    prefix: str = "images"  # client ids: <prefix>-uploader, <prefix>-worker-1, ...
     timeout: float = 60.0  # seconds to wait for the last result after the last job
 
     def __post_init__(self) -> None:
@@ -104,7 +104,8 @@ class Worker:
                   ) -> None:
         share = f"$share/{self.config.group}/{WORKER_FILTER}"
         with self._stopper.stoppable() as connecting:
-            async with self.broker.client(self.worker_id, persistent=True) as jobs, \
+            async with self.broker.client(self.worker_id, persistent=True,
+                                          resume=False) as jobs, \
                     self.broker.client(f"{self.worker_id}-results") as results:
                 self._stopper.disarm(connecting)
 
@@ -161,10 +162,11 @@ class Uploader:
 
     async def run(self) -> JobsReport:
         config = self.config
-        results = RESULT_TOPIC.format(uploader=config.uploader_id)
+        uploader_id = f"{config.prefix}-uploader"
+        results = RESULT_TOPIC.format(uploader=uploader_id)
         began = trio.current_time()
         with self._stopper.stoppable() as connecting:
-            async with self.broker.client(config.uploader_id) as client, \
+            async with self.broker.client(uploader_id) as client, \
                     client.subscription(results, qos=1) as replies, \
                     trio.open_nursery() as nursery:
                 self._stopper.disarm(connecting)
@@ -187,7 +189,7 @@ class Uploader:
             correlation = str(job["job"]).encode()
             properties = Properties(response_topic=results, correlation_data=correlation,
                                     content_type="application/json")
-            topic = JOB_TOPIC.format(uploader=config.uploader_id, job=job["job"])
+            topic = JOB_TOPIC.format(uploader=f"{config.prefix}-uploader", job=job["job"])
             self._sent_at[correlation] = trio.current_time()
             await client.publish(topic, json.dumps(job), qos=1, properties=properties)
             self.submitted += 1
@@ -211,7 +213,7 @@ class JobsExample:
         if broker.version != MQTT_5:
             raise JobsError("the jobs example needs MQTT 5 (response topic, correlation data)")
         self.config = config
-        self.workers = [Worker(f"image-worker-{n}", config, broker,
+        self.workers = [Worker(f"{config.prefix}-worker-{n}", config, broker,
                                random.Random(f"{seed}:worker-{n}"))
                         for n in range(1, config.workers + 1)]
         self.uploader = (Uploader(config, broker, random.Random(f"{seed}:uploader"))

@@ -4,6 +4,7 @@ Theory of operation: `ThresholdDetector` is sans-IO. It keeps one `Level` per
 room and is told each reading; it answers with the room's new level when the
 level changes, and with the level of a room it hears from for the first time
 (so actuators that start with the monitor learn the state of every room).
+Retained readings (sent on subscribe, and possibly hours old) are ignored.
 Hysteresis keeps a reading that hovers near a threshold from flapping: a room
 that went `high` at 26.0 °C stays high until it drops below 26.0 - 0.5.
 
@@ -41,6 +42,7 @@ log = logging.getLogger("simulators.monitor")
 EVENT_TOPIC = "events/temperature/{level}/{site}/{room}"
 EVENT_FIELDS = frozenset({"level", "site", "room"})
 EVENT_QOS = 1
+GOODBYE_TIMEOUT = 5.0  # seconds to get the last events out when stopping
 
 
 class Level(Enum):
@@ -173,23 +175,24 @@ class Monitor:
                 outbox = Outbox(client, self.config.client_id)
                 nursery.start_soon(outbox.run)
                 self._stopper.disarm(connecting)
+                log.info("watching %s: high at %g, %s, hysteresis %g", topic_filter,
+                         thresholds.high, "no low threshold" if thresholds.low is None
+                         else f"low at {thresholds.low:g}", thresholds.hysteresis)
 
                 async def subscribed() -> None:
-                    log.info("watching %s: high at %g, %s, hysteresis %g", topic_filter,
-                             thresholds.high, "no low threshold" if thresholds.low is None
-                             else f"low at {thresholds.low:g}", thresholds.hysteresis)
                     task_status.started()
 
                 async def handle(message: Message) -> None:
                     self._handle(outbox, message)
 
                 await serve_subscription(client, topic_filter, handle, self._stopper, subscribed)
-                outbox.close()  # the events already detected still go out
+                outbox.close()  # the events already detected still go out, if they can
+                nursery.cancel_scope.deadline = trio.current_time() + GOODBYE_TIMEOUT
 
     def _handle(self, outbox: Outbox, message: Message) -> None:
         fields = self._readings.parse(message.topic)
-        if fields is None:
-            return
+        if fields is None or message.retain:
+            return  # a retained reading is the last one the broker kept: it may be hours old
         try:
             value, sensor = parse_reading(message.payload)
         except (ValueError, KeyError, TypeError):

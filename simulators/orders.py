@@ -210,11 +210,26 @@ class Coordinator:
         self._progress = trio.Event()  # set on every new receipt
         self._kill_now = trio.Event()
         self._done = trio.Event()
+        self._stop = trio.CancelScope()
+
+    def stop(self) -> None:
+        """Ctrl-C: end now; the workers are stopped, the report says what was done."""
+        self._stop.cancel()
 
     async def run(self) -> OrdersReport:
+        """Start the workers, publish, kill one, wait for every receipt; the report."""
+        began = trio.current_time()
+        with self._stop:
+            await self._run()
+        report = self.report
+        report.missing = [order_id(n) for n in range(1, report.sent + 1)
+                          if order_id(n) not in report.receipts]
+        report.seconds = trio.current_time() - began
+        return report
+
+    async def _run(self) -> None:
         config = self.config
         report = self.report
-        began = trio.current_time()
         async with self.broker.client(self.client_id) as client, \
                 client.subscription("receipts/orders/#", qos=1) as receipts, \
                 client.subscription(STATUS_TOPIC.format(worker="+"), qos=1) as statuses, \
@@ -234,19 +249,14 @@ class Coordinator:
                      config.orders, config.rate)
             if config.kill_after is not None:
                 nursery.start_soon(self._kill_when_due)
-            await self._publish(client, range(1, config.orders + 1))
-            report.sent = config.orders
+            await self._publish(client, range(1, config.orders + 1), first=True)
             await self._wait_for_receipts(client)
-            report.missing = [order_id(n) for n in range(1, config.orders + 1)
-                              if order_id(n) not in report.receipts]
-            report.seconds = trio.current_time() - began
             for worker_id, process in self._processes.items():
                 if process.returncode is None and worker_id != report.killed:
                     process.send_signal(signal.SIGTERM)  # graceful: DISCONNECT, no will
             nursery.cancel_scope.deadline = trio.current_time() + 10
             await self._wait_for_workers()
             nursery.cancel_scope.cancel()
-        return report
 
     def _worker_command(self, worker_id: str) -> list[str]:
         broker = self.broker
@@ -300,7 +310,8 @@ class Coordinator:
         log.info("killing %s (SIGKILL) after %d receipts", victim, self.report.killed_at)
         self._processes[victim].kill()
 
-    async def _publish(self, client: Client, numbers: range | list[int]) -> None:
+    async def _publish(self, client: Client, numbers: range | list[int],
+                       first: bool = False) -> None:
         """Publish these orders at the configured rate, each acknowledged (QoS 1)."""
         start = trio.current_time()
         for index, number in enumerate(numbers):
@@ -310,6 +321,8 @@ class Coordinator:
                                   "shop": SHOPS[number % len(SHOPS)], "items": 1 + number % 5})
             topic = ORDER_TOPIC.format(shop=SHOPS[number % len(SHOPS)], order=order)
             await client.publish(topic, payload, qos=1)
+            if first:
+                self.report.sent += 1
 
     async def _wait_for_receipts(self, client: Client) -> None:
         """Until every order has a receipt; orders still missing when receipts stop are stuck."""

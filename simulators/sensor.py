@@ -200,13 +200,11 @@ class TemperatureSensor:
         self._gun = gun
         self._stopper = Stopper()
         self._kill_scope = trio.CancelScope()
-        self._started_at = 0.0
         self.client: Client | None = None
         # Counters, read by the fleet's progress line and by tests.
         self.published = 0  # readings the broker accepted (acknowledged, for QoS 1 and 2)
         self.errors = 0  # readings the broker refused
         self.skipped = 0  # scheduled readings dropped because publishing fell behind
-        self.last_value: float | None = None
 
     def __repr__(self) -> str:
         return f"TemperatureSensor({self.client_id!r} on {self.topic!r})"
@@ -222,9 +220,6 @@ class TemperatureSensor:
     def hold(self, value: float | None) -> None:
         """Publish exactly `value` from the next reading on (None: back to the model)."""
         self.model.hold(value)
-
-    def spike(self, height: float) -> None:
-        self.model.spike(height, trio.current_time() - self._started_at)
 
     # -------------------------------------------------------------- running
 
@@ -270,7 +265,6 @@ class TemperatureSensor:
         if self._gun is not None:
             with stopper.stoppable():
                 start = await self._gun.wait()
-        self._started_at = start
         # The reading's number in the schedule: after a late start, the next one due.
         slot = max(0, math.ceil((trio.current_time() - start - config.phase) / interval))
         seq = 0  # the number of readings made: without gaps, so a subscriber can spot losses
@@ -283,7 +277,6 @@ class TemperatureSensor:
             while script and script[0].at <= t:
                 self._apply(script.pop(0))
             value = self.model.read(t)
-            self.last_value = value
             payload = reading_payload(self.client_id, seq, value, iso_timestamp(self._wall()))
             seq += 1
             try:

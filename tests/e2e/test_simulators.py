@@ -259,6 +259,6 @@ async def test_jobs_go_to_every_worker_and_every_result_comes_back(
         report = await example.run()
     assert report is not None
     assert report.submitted == report.completed == 30
-    assert sorted(report.by_worker) == ["image-worker-1", "image-worker-2", "image-worker-3"]
+    assert sorted(report.by_worker) == ["images-worker-1", "images-worker-2", "images-worker-3"]
     assert sum(report.by_worker.values()) == 30
     assert sum(worker.done for worker in example.workers) == 30
