@@ -116,7 +116,7 @@ class FleetReport:
 
 
 class Fleet:
-    """Runs `config.sensors` sensors; `report` is set once `run` returns."""
+    """Runs `config.sensors` sensors; `run()` returns the summary."""
 
     def __init__(self, config: FleetConfig, broker: BrokerSettings, seed: int | None = None,
                  wall: Callable[[], float] = time.time) -> None:
@@ -129,7 +129,6 @@ class Fleet:
                               wall, self.gun)
             for number in range(1, config.sensors + 1)
         ]
-        self.report: FleetReport | None = None
         self._stopped = trio.Event()
 
     def stop(self) -> None:
@@ -147,8 +146,7 @@ class Fleet:
             skipped += sensor.skipped
         return Counts(connected, published, errors, skipped)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> FleetReport:
+    async def run(self) -> FleetReport:
         """Connect every sensor, publish for the duration (or until stopped), summarise."""
         config = self.config
         raise_fd_limit(config.sensors)
@@ -162,7 +160,6 @@ class Fleet:
                 log.info("%d sensors online after %.1f s; publishing %g readings/s in total",
                          config.sensors, connect_seconds, config.rate)
             self.gun.fire()
-            task_status.started()
             with trio.move_on_after(config.duration if config.duration else math.inf):
                 await self._stopped.wait()
             self._stopped.set()  # the duration is over: ends _cancel_when_stopped too
@@ -173,12 +170,11 @@ class Fleet:
             # In-flight readings still complete (and count); a broker that is gone gets GRACE.
             nursery.cancel_scope.deadline = trio.current_time() + GRACE
         counts = self.counts()
-        self.report = FleetReport(
+        return FleetReport(
             sensors=config.sensors, connected=counts_at_stop.connected,
             published=counts.published, errors=counts.errors, skipped=counts.skipped,
             connect_seconds=connect_seconds, seconds=seconds, target_rate=config.rate,
             qos=config.qos)
-        return self.report
 
     async def _connect_all(self, nursery: trio.Nursery) -> None:
         """Start every sensor, `connect_concurrency` connections in progress at a time."""
@@ -218,7 +214,7 @@ class Fleet:
                 if tty:
                     stream.write(f"\r\x1b[Kfleet: {line}")
                     stream.flush()
-                elif (counts.connected < previous.connected and self.gun.epoch
+                elif (counts.connected < previous.connected and self.gun.fired
                       and not self._stopped.is_set()):
                     log.warning("%d sensors lost their connection; they reconnect with backoff",
                                 previous.connected - counts.connected)

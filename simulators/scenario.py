@@ -24,7 +24,7 @@ import time
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,30 +199,22 @@ def _build_dataclass(kind: Any, value: Any, path: str) -> Any:
 # ------------------------------------------------------------------ running
 
 
-@dataclass
 class ScenarioRun:
     """The running devices of one scenario; `await nursery.start(run.run)` starts them all.
 
     Tests reach into it: `run.sensor("kitchen").hold(30.0)`, `.kill()`.
     """
 
-    scenario: Scenario
-    broker: BrokerSettings
-    seed: int = field(default_factory=lambda: random.randrange(1_000_000))
-    wall: Callable[[], float] = time.time
-    sensors: list[TemperatureSensor] = field(init=False)
-    monitor: Monitor | None = field(init=False)
-    actuators: list[Actuator] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sensors = [TemperatureSensor(config, self.broker,
-                                          random.Random(f"{self.seed}:{config.client_id}"),
-                                          self.wall)
-                        for config in self.scenario.sensors]
-        spec = self.scenario.monitor
-        self.monitor = None if spec is None else Monitor(spec.config(), self.broker, self.wall)
-        self.actuators = [Actuator(config, self.broker, self.wall)
-                          for config in self.scenario.actuators]
+    def __init__(self, scenario: Scenario, broker: BrokerSettings, seed: int,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.sensors = [TemperatureSensor(config, broker,
+                                          random.Random(f"{seed}:{config.client_id}"), wall)
+                        for config in scenario.sensors]
+        spec = scenario.monitor
+        self.monitor = None if spec is None else Monitor(spec.config(), broker, wall)
+        self.actuators = [Actuator(config, broker, wall) for config in scenario.actuators]
         self._stopped = trio.Event()
 
     def sensor(self, name: str) -> TemperatureSensor:
@@ -232,12 +224,6 @@ class ScenarioRun:
         if len(found) != 1:
             raise KeyError(f"no single sensor {name!r} in scenario {self.scenario.name!r}")
         return found[0]
-
-    def actuator(self, room: str, kind: str = "fan") -> Actuator:
-        for actuator in self.actuators:
-            if actuator.config.room == room and actuator.config.kind.value == kind:
-                return actuator
-        raise KeyError(f"no {kind} in {room!r} in scenario {self.scenario.name!r}")
 
     def stop(self) -> None:
         self._stopped.set()

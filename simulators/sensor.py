@@ -172,6 +172,10 @@ class StartingGun:
         self._fired = trio.Event()
         self.epoch = 0.0
 
+    @property
+    def fired(self) -> bool:
+        return self._fired.is_set()
+
     def fire(self) -> None:
         self.epoch = trio.current_time()
         self._fired.set()
