@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mqttish.connection")
 
 PINGRESP = b"\xd0\x00"
+REPLY_BACKLOG = 1000  # replies (PUBACK, PINGRESP, ...) waiting to be sent, at most
 PUBACK_HEAD = b"\x40\x02"  # a PUBACK is these two bytes and the packet id (3.1.1, or 5.0 success)
 
 
@@ -130,6 +131,14 @@ class Connection:
         return f"{self.client.client_id!r} ({self.peer})"
 
     @property
+    def backlogged(self) -> bool:
+        """Too many replies wait for the client to read them: stop reading its requests.
+
+        This bounds the memory a client that publishes but never reads can cost.
+        """
+        return len(self._out) >= REPLY_BACKLOG and self.state is not ConnectionState.CLOSED
+
+    @property
     def closed(self) -> bool:
         return self.state is ConnectionState.CLOSED
 
@@ -146,7 +155,10 @@ class Connection:
     # ------------------------------------------------------------------ transport side
 
     def receive_data(self, data: bytes | bytearray, now: float) -> None:
-        """Process bytes read from the network."""
+        """Process bytes read from the network (none: go on with what is buffered).
+
+        Stops early, keeping the rest buffered, while `backlogged`.
+        """
         if self.state is ConnectionState.CLOSED:
             return
         self.metrics.bytes_received += len(data)
@@ -164,7 +176,7 @@ class Connection:
                     handle_publish(packet, now)
                 else:
                     handlers[type(packet)](self, packet, now)
-                if self.state is closed:
+                if self.state is closed or len(self._out) >= REPLY_BACKLOG:
                     break
         except MQTTError as exc:
             self._fail(exc, now)

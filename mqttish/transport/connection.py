@@ -37,7 +37,8 @@ class _Writer:
     so an idle connection owns no task, nursery or cancel scope for writing.
     """
 
-    __slots__ = ("connection", "finished", "reading", "running", "scope", "spawner", "stream")
+    __slots__ = ("connection", "finished", "reading", "running", "scope", "spawner", "stream",
+                 "taken")
 
     def __init__(self, stream: trio.abc.Stream, connection: Connection,
                  spawner: trio.Nursery) -> None:
@@ -48,6 +49,7 @@ class _Writer:
         self.scope: trio.CancelScope | None = None  # while running
         self.reading: trio.CancelScope | None = None  # the reader's, while it reads
         self.finished: trio.Event | None = None  # made when someone waits for the task
+        self.taken: trio.Event | None = None  # made when the reader waits for a drain
 
     def on_output(self) -> None:
         """The connection has something new to send (or has just closed)."""
@@ -67,6 +69,9 @@ class _Writer:
             with trio.CancelScope() as self.scope:
                 while True:
                     data = connection.data_to_send(trio.current_time())
+                    if self.taken is not None:
+                        self.taken.set()
+                        self.taken = None
                     if data:
                         await stream.send_all(data)
                         continue
@@ -78,8 +83,10 @@ class _Writer:
         finally:
             self.scope = None
             self.running = False
-            if self.finished is not None:
-                self.finished.set()
+            for event in (self.finished, self.taken):  # nobody waits for a writer that is gone
+                if event is not None:
+                    event.set()
+            self.taken = None
 
     async def _finish(self) -> None:
         """The last bytes are sent: half-close, and let the reader linger for the
@@ -88,6 +95,11 @@ class _Writer:
             await self.stream.send_eof()
         if self.connection.broker.shutting_down and self.reading is not None:
             self.reading.cancel()
+
+    async def wait_until_taken(self) -> None:
+        """Wait until the writer has taken the connection's pending output."""
+        self.taken = trio.Event()
+        await self.taken.wait()
 
     async def wait_until_sent(self, deadline: float) -> None:
         """Let a running writer finish its last bytes, until `deadline`."""
@@ -115,7 +127,7 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
     try:
         with trio.CancelScope() as reading:
             writer.reading = reading
-            await _read_loop(stream, connection, reading)
+            await _read_loop(stream, connection, writer, reading)
         writer.reading = None
         if reading.cancelled_caught and not connection.closed:
             connection.read_deadline_expired(trio.current_time())
@@ -126,7 +138,7 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
         await trio.aclose_forcefully(stream)
 
 
-async def _read_loop(stream: trio.abc.Stream, connection: Connection,
+async def _read_loop(stream: trio.abc.Stream, connection: Connection, writer: _Writer,
                      scope: trio.CancelScope) -> None:
     """Read until the client closes, or `scope`'s deadline (keepalive, or close grace)."""
     while True:
@@ -141,6 +153,9 @@ async def _read_loop(stream: trio.abc.Stream, connection: Connection,
             connection.close(trio.current_time(), "connection closed by peer")
             return
         connection.receive_data(data, trio.current_time())
+        while connection.backlogged:  # it sends faster than it reads our replies: wait for it
+            await writer.wait_until_taken()
+            connection.receive_data(b"", trio.current_time())
 
 
 def _lost(connection: Connection, exc: BaseException) -> None:

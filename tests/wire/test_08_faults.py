@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -52,10 +53,11 @@ def test_garbage_is_logged_and_closed(start_broker, caplog: pytest.LogCaptureFix
     caplog.set_level(logging.WARNING, "mqttish")
     broker = start_broker(connect_timeout=1.0)
     healthy = Healthy(broker.port)
-    for _ in range(20):
-        raw = RawClient(broker.port)
+    garbage = [RawClient(broker.port) for _ in range(20)]
+    for raw in garbage:
         raw.send(os.urandom(200))
-        assert raw.closed_by_broker()
+    # Each is closed at once, or after the connect timeout if its bytes began like a packet.
+    assert all(raw.closed_by_broker() for raw in garbage)
     connected = RawClient(broker.port)
     connected.connect("garbage-after-connect")
     connected.send(b"\x00\x05hello")
@@ -114,3 +116,27 @@ def test_slow_subscriber_does_not_slow_publishers(start_broker) -> None:  # type
         assert received[-1].payload == str(batch).encode()
     dropped = broker.call(lambda: broker.broker.metrics.publish_dropped)
     assert dropped > 0
+
+
+def test_client_that_never_reads_its_acks_is_held_back(broker: BrokerThread) -> None:
+    """A publisher that does not read costs bounded memory: the broker stops reading it."""
+    from mqttish.core.connection import REPLY_BACKLOG
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+    sock.connect(("127.0.0.1", broker.port))
+    sock.sendall(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02gr")
+    assert sock.recv(4) == b"\x20\x02\x00\x00"
+    chunk = b"".join(b"\x32\x06\x00\x01t" + (i + 1).to_bytes(2, "big") + b"x"
+                     for i in range(8192))  # 64 KiB of QoS 1 PUBLISH
+    sock.setblocking(False)
+    sent = 0
+    with contextlib.suppress(BlockingIOError):  # the broker stopped reading: as it should
+        while sent < 200 * len(chunk):
+            sent += sock.send(chunk)
+    assert sent < 200 * len(chunk)
+    backlog = broker.call(lambda: len(broker.broker.sessions["gr"].connection._out))
+    assert backlog <= REPLY_BACKLOG
+    healthy = PahoClient(broker.port, "healthy")  # and the broker serves others meanwhile
+    healthy.subscribe("t", 0)
+    sock.close()
