@@ -7,23 +7,20 @@ naming the key path (`listeners[0].port: expected integer, got 'abc'`).
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
+
+from mqttish.typed_yaml import SchemaError, build
 
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """A configuration problem, with the path of the offending key."""
 
 
@@ -178,77 +175,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: invalid YAML: {exc}") from None
     if raw is None:
         raw = {}
-    return typing.cast(Config, _build(Config, raw, ""))
-
-
-_SCALARS: dict[type, Callable[[Any], bool]] = {
-    bool: lambda value: isinstance(value, bool),
-    int: lambda value: isinstance(value, int) and not isinstance(value, bool),
-    float: lambda value: isinstance(value, int | float) and not isinstance(value, bool),
-    str: lambda value: isinstance(value, str),
-}
-
-
-def _type_name(kind: Any) -> str:
-    names = {int: "integer", float: "number", str: "string", bool: "boolean"}
-    return names.get(kind, getattr(kind, "__name__", str(kind)))
-
-
-def _build(kind: Any, value: Any, path: str) -> Any:
-    """Convert a YAML value to `kind`, or raise ConfigError at `path`."""
-    where = path or "config"
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _build(option, value, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is Literal:
-        allowed = typing.get_args(kind)
-        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-            choices = ", ".join(repr(option) for option in allowed)
-            raise ConfigError(f"{where}: expected one of {choices}, got {value!r}")
-        return value
-    if origin is tuple:
-        item_kind = typing.get_args(kind)[0]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_build(item_kind, item, f"{path}[{i}]") for i, item in enumerate(value))
-    if dataclasses.is_dataclass(kind):
-        return _build_dataclass(kind, value, path)
-    accepts = _SCALARS.get(kind)
-    if accepts is not None and accepts(value):
-        return float(value) if kind is float else value
-    raise ConfigError(f"{where}: expected {_type_name(kind)}, got {value!r}")
-
-
-def _build_dataclass(kind: Any, value: Any, path: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {value!r}")
-    hints = typing.get_type_hints(kind)
-    known = {f.name for f in dataclasses.fields(kind) if f.init}
-    arguments = {}
-    for key, item in value.items():
-        key_path = f"{path}.{key}" if path else str(key)
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key_path}: unknown key{hint}")
-        arguments[key] = _build(hints[key], item, key_path)
     try:
-        return kind(**arguments)
-    except ConfigError as exc:
-        if path:
-            raise ConfigError(f"{path}.{exc}") from None
-        raise
-
-
-__all__ = ["Config", "ConfigError", "ListenerConfig", "load_config", "parse_config"]
+        return build(Config, raw)
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
