@@ -441,6 +441,8 @@ class Connection:
         metrics.publish_bytes_received += len(packet.payload)
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at,
                           client.client_id)
+        if packet.raw is not None:
+            message.arrived_as(packet.raw)
         matched = self.broker.publish(message, now, client)
         if qos == 1:
             if matched or self.version != MQTT_5:

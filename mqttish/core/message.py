@@ -10,7 +10,7 @@ two bytes of the packet identifier.
 from __future__ import annotations
 
 from mqttish.protocol import properties as P
-from mqttish.protocol.packets import MQTT_5
+from mqttish.protocol.packets import MQTT_3_1, MQTT_3_1_1, MQTT_5
 from mqttish.protocol.properties import NO_PROPERTIES, Properties, encode_properties
 from mqttish.protocol.wire import encode_string, encode_varint
 
@@ -55,6 +55,11 @@ class Message:
         if self.expires_at is None:
             return None
         return max(0, int(self.expires_at - now + 0.999))
+
+    def arrived_as(self, packet: bytes) -> None:
+        """Reuse the bytes a 3.1.1 QoS 0 PUBLISH without retain arrived as: they are the
+        packet 3.1 and 3.1.1 subscribers receive at QoS 0, so it needs no encoding."""
+        self._frames[MQTT_3_1 << 3] = self._frames[MQTT_3_1_1 << 3] = (packet, b"")
 
     def frame(self, version: int, qos: int, retain: bool) -> tuple[bytes, bytes]:
         """The PUBLISH packet split around its packet identifier: (head, tail).

@@ -612,7 +612,10 @@ class PacketDecoder:
         if required_flags is not None and flags != required_flags:
             raise malformed(f"[MQTT-2.2.2-2] invalid fixed header flags 0x{flags:X}")
         packet = decode(buf, pos + header, pos + total, flags, self.version)
-        if packet_type == 1:
+        if packet_type == 3:
+            if not flags and self.version != MQTT_5:
+                packet.raw = buf[pos:pos + total]  # type: ignore[union-attr]
+        elif packet_type == 1:
             self.version = packet.protocol_level  # type: ignore[union-attr]
         return packet
 

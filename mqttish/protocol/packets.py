@@ -6,7 +6,7 @@ The same classes serve MQTT 3.1, 3.1.1 and 5.0: fields that only 5.0 carries
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
@@ -85,6 +85,9 @@ class Publish:
     dup: bool = False
     packet_id: int | None = None
     properties: Properties = NO_PROPERTIES
+    # The bytes it arrived as, kept by the decoder for a 3.1.1 QoS 0 packet without
+    # retain: that is exactly what 3.1 and 3.1.1 subscribers receive at QoS 0.
+    raw: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
