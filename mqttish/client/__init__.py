@@ -13,6 +13,7 @@ from mqttish.client.client import (
     Client,
     ClientOptions,
     ClientState,
+    Messages,
 )
 from mqttish.client.errors import (
     ClientError,
@@ -40,6 +41,7 @@ __all__ = [
     "ConnectionLostError",
     "LocalProtocolError",
     "Message",
+    "Messages",
     "Properties",
     "PublishError",
     "ReasonCode",

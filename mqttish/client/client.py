@@ -12,14 +12,26 @@ ends, `_run` reconnects with backoff or raises, which ends the `async with`.
 Application tasks never touch the socket, so cancelling one can never cut a
 packet in half: `publish()` queues bytes with the protocol and waits for the
 writer (QoS 0) or for the acknowledgement (QoS 1/2), which may come on a later
-connection. A consumer that falls behind blocks the reader, which then stops
-reading the socket: TCP tells the broker to slow down, and nothing is dropped.
+connection.
+
+The reader never waits for the application: control packets (acknowledgements
+of our requests, PINGRESP, DISCONNECT) are always handled at once, so a task
+can publish from inside its message loop. Incoming messages go to the queue of
+every consumer (`subscription()` block) they match, or to the inbox
+(`messages()`). Flow control comes from the server's window instead of from
+TCP: a QoS 1/2 message is acknowledged only when every consumer it went to has
+taken it (or, with `manual_ack`, called `message.ack()`), and the server sends
+no more than its window of unacknowledged messages, so those queues are
+bounded without a limit of their own. QoS 0 has no window: a consumer's queue
+holds at most `message_buffer` of them and drops (and counts) the rest while it
+is behind, which is what at most once allows.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -41,6 +53,7 @@ from mqttish.client.protocol import (
     Completed,
     Connected,
     Event,
+    Incoming,
     Message,
     MessageReceived,
     PingResponse,
@@ -98,7 +111,7 @@ class ClientOptions:
     max_inflight: int = 20  # QoS 1/2 publishes in flight; less if the server's window is smaller
     receive_maximum: int | None = None  # MQTT 5: our window for QoS 1/2 messages (65535)
     topic_alias_maximum: int = 0  # MQTT 5: topic aliases the server may use towards us
-    message_buffer: int = 64  # messages a consumer may fall behind before reading stops
+    message_buffer: int = 64  # QoS 0 messages a consumer may fall behind before drops
     backoff: Backoff = Backoff()
 
     def __post_init__(self) -> None:
@@ -128,15 +141,164 @@ class _Waiter:
         self.ack: PubAck | PubRec | PubComp | SubAck | UnsubAck | None = None
 
 
+class _Delivery:
+    """An incoming QoS 1/2 message and how many consumers still hold it."""
+
+    __slots__ = ("client", "holders", "incoming")
+
+    def __init__(self, client: Client, incoming: Incoming, holders: int) -> None:
+        self.client = client
+        self.incoming = incoming
+        self.holders = holders
+
+    def release(self) -> None:
+        """One consumer is done with it; the last one acknowledges it to the server."""
+        self.holders -= 1
+        if not self.holders:
+            self.client._acknowledge(self.incoming)
+
+
+class _Claim:
+    """A manual-ack consumer's hold on a message: `ack()` releases it once."""
+
+    __slots__ = ("delivery",)
+
+    def __init__(self, delivery: _Delivery) -> None:
+        self.delivery: _Delivery | None = delivery
+
+    def ack(self) -> None:
+        delivery, self.delivery = self.delivery, None
+        if delivery is not None:
+            delivery.release()
+
+
+class _Queue:
+    """The messages waiting for one consumer: a `subscription()` block, or the inbox.
+
+    QoS 1/2 messages are not limited here: the server's window limits them.
+    At most `limit` QoS 0 messages wait; more are dropped until the consumer
+    has caught up (emptied its queue), with one warning for the whole burst.
+    """
+
+    __slots__ = ("behind", "client", "closed", "dropped", "entries", "limit", "manual_ack",
+                 "name", "qos0", "readers")
+
+    def __init__(self, client: Client, name: str, limit: int, manual_ack: bool = False) -> None:
+        self.client = client
+        self.name = name
+        self.limit = limit
+        self.manual_ack = manual_ack
+        self.entries: deque[tuple[Message, _Delivery | None]] = deque()
+        self.qos0 = 0  # QoS 0 messages in `entries`
+        self.dropped = 0  # QoS 0 messages dropped, in all
+        self.behind = 0  # ...in the current burst
+        self.closed = False
+        self.readers = trio.lowlevel.ParkingLot()
+
+    def put(self, message: Message, delivery: _Delivery | None) -> None:
+        if delivery is None:
+            if self.qos0 >= self.limit:
+                self._drop()
+                return
+            self.qos0 += 1
+        self.entries.append((message, delivery))
+        self.readers.unpark_all()
+
+    def _drop(self) -> None:
+        if not self.behind:
+            log.warning("client %r: %s is %d QoS 0 messages behind; dropping new ones until it "
+                        "catches up", self.client.client_id, self.name, self.limit)
+        self.behind += 1
+        self.dropped += 1
+        self.client.dropped += 1
+
+    def take(self) -> Message:
+        """The next message, with its part of the acknowledgement done (or left to `ack()`)."""
+        message, delivery = self.entries.popleft()
+        if delivery is None:
+            self.qos0 -= 1
+        elif self.manual_ack:
+            message = replace(message, _ack=_Claim(delivery).ack)
+        else:
+            delivery.release()
+        if self.behind and not self.entries:
+            log.info("client %r: %s caught up after %d QoS 0 messages were dropped",
+                     self.client.client_id, self.name, self.behind)
+            self.behind = 0
+        return message
+
+    def move_to(self, other: _Queue, topic_filter: str) -> None:
+        """Hand the messages that match `topic_filter` to another consumer, in order."""
+        kept: deque[tuple[Message, _Delivery | None]] = deque()
+        for message, delivery in self.entries:
+            if matches(topic_filter, message.topic):
+                if delivery is None:
+                    self.qos0 -= 1
+                    other.qos0 += 1
+                other.entries.append((message, delivery))
+            else:
+                kept.append((message, delivery))
+        self.entries = kept
+        other.readers.unpark_all()
+
+    def close(self) -> list[_Delivery]:
+        """No more messages; return the deliveries of those the consumer never took."""
+        self.closed = True
+        self.readers.unpark_all()
+        left = [delivery for _, delivery in self.entries if delivery is not None]
+        self.entries.clear()
+        self.qos0 = 0
+        return left
+
+
+class Messages(trio.abc.ReceiveChannel[Message]):
+    """A consumer's messages: `async for message in messages`, or `await messages.receive()`.
+
+    Returned by `Client.messages()` (the inbox) and `Client.subscription()`.
+    `dropped` counts the QoS 0 messages dropped because this consumer was behind.
+    """
+
+    __slots__ = ("_closed", "_queue")
+
+    def __init__(self, queue: _Queue) -> None:
+        self._queue = queue
+        self._closed = False
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
+
+    async def receive(self) -> Message:
+        """The next message; raises EndOfChannel once the block or the client has ended."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        queue = self._queue
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("this handle on the messages is closed")
+            if queue.entries:
+                message = queue.take()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return message
+            if queue.closed:
+                raise trio.EndOfChannel
+            await queue.readers.park()
+
+    async def aclose(self) -> None:
+        """Close this handle (harmless: the messages stay for other handles)."""
+        self._closed = True
+        self._queue.readers.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+
 class _Consumer:
-    """A `subscription()` block: messages matching its filter go to its channel."""
+    """A `subscription()` block: messages matching its filter go to its queue."""
 
-    __slots__ = ("channel", "match_filter", "topic_filter")
+    __slots__ = ("match_filter", "queue", "topic_filter")
 
-    def __init__(self, topic_filter: str, channel: trio.MemorySendChannel[Message]) -> None:
+    def __init__(self, topic_filter: str, queue: _Queue) -> None:
         self.topic_filter = topic_filter
         self.match_filter = matching_filter(topic_filter)
-        self.channel = channel
+        self.queue = queue
 
 
 class Client:
@@ -149,10 +311,10 @@ class Client:
     """
 
     __slots__ = (
-        "_closing", "_connections", "_consumers", "_failure", "_inbox", "_inbox_send",
-        "_keepalive", "_last_sent", "_nursery", "_options", "_pending", "_pong", "_protocol",
-        "_queued", "_reader_blocked", "_reconnect", "_stack", "_state", "_state_changed",
-        "_window", "_writer", "_written", "_written_lot", "host", "port",
+        "_closing", "_connections", "_consumers", "_failure", "_inbox", "_keepalive",
+        "_last_sent", "_nursery", "_options", "_pending", "_pong", "_protocol", "_queued",
+        "_reconnect", "_stack", "_state", "_state_changed", "_window", "_writer", "_written",
+        "_written_lot", "dropped", "host", "port",
     )
 
     def __init__(
@@ -205,9 +367,9 @@ class Client:
         self._written_lot = trio.lowlevel.ParkingLot()
         self._last_sent = 0.0
         self._pong = trio.Event()
-        self._reader_blocked = False
         self._consumers: list[_Consumer] = []
-        self._inbox_send, self._inbox = trio.open_memory_channel[Message](options.message_buffer)
+        self._inbox = _Queue(self, "the inbox", options.message_buffer)
+        self.dropped = 0  # QoS 0 messages dropped because a consumer was behind
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -286,15 +448,12 @@ class Client:
             with _single_errors():
                 return await self._stack.__aexit__(exc_type, exc, tb)
         finally:
-            self._inbox_send.close()  # ends `async for` loops over messages()
+            self._inbox.close()  # ends `async for` loops over messages()
 
     async def _goodbye(self) -> None:
-        """Send DISCONNECT, after anything consumers already have has been acknowledged."""
+        """Send DISCONNECT, after the acknowledgements already queued."""
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + GOODBYE_TIMEOUT
-            # The reader may have handed a consumer its last message and not yet run again
-            # to acknowledge it: one checkpoint lets it, so the PUBACK precedes DISCONNECT.
-            await trio.lowlevel.checkpoint()
             if self._state is ClientState.CONNECTED:
                 self._protocol.disconnect()
                 await self._flushed(self._queue())
@@ -367,15 +526,15 @@ class Client:
         assert isinstance(ack, UnsubAck)
         return ack.reason_codes
 
-    def messages(self) -> trio.MemoryReceiveChannel[Message]:
+    def messages(self) -> Messages:
         """Every incoming message that no `subscription()` block took, in arrival order.
 
-        Messages wait here (up to `message_buffer`, then the client stops
-        reading) even before anyone iterates, so none is lost between
-        `subscribe()` and the loop. Each call returns a new handle on the same
-        queue; closing it is harmless.
+        Messages wait here even before anyone iterates, so none is lost between
+        `subscribe()` and the loop; a QoS 1/2 message is acknowledged when it is
+        taken. Each call returns a new handle on the same queue; closing it is
+        harmless.
         """
-        return self._inbox.clone()
+        return Messages(self._inbox)
 
     @asynccontextmanager
     async def subscription(
@@ -387,16 +546,26 @@ class Client:
         retain_as_published: bool = False,
         retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE,
         identifier: int | None = None,
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[Message]]:
+        manual_ack: bool = False,
+    ) -> AsyncIterator[Messages]:
         """Subscribe for the duration of the block and receive just the matching messages.
 
-        The messages are matched locally, so overlapping blocks each get a copy.
-        Raises SubscribeError if the server refuses; unsubscribes on exit unless
-        another block still uses the same filter.
+        The messages are matched locally, so overlapping blocks each get a copy;
+        matching messages already waiting in the inbox (a resumed session's)
+        come first. Raises SubscribeError if the server refuses; unsubscribes on
+        exit unless another block still uses the same filter.
+
+        A QoS 1/2 message is acknowledged when the block takes it, or with
+        `manual_ack` only when the application calls `message.ack()`: for
+        at-least-once processing, a message is then sent again (DUP) if the
+        program dies before it is done. Messages the block never took are
+        acknowledged when it ends, except with `manual_ack`.
         """
-        send, receive = trio.open_memory_channel[Message](self._options.message_buffer)
-        consumer = _Consumer(topic_filter, send)
+        queue = _Queue(self, f"the consumer of {topic_filter!r}", self._options.message_buffer,
+                       manual_ack)
+        consumer = _Consumer(topic_filter, queue)
         self._consumers.append(consumer)  # before SUBSCRIBE: retained messages follow SUBACK
+        self._inbox.move_to(queue, consumer.match_filter)
         subscribed = False
         try:
             [code] = await self.subscribe(
@@ -405,11 +574,13 @@ class Client:
             if code >= 0x80:
                 raise SubscribeError(topic_filter, code)
             subscribed = True
-            with receive:
-                yield receive
+            yield Messages(queue)
         finally:
             self._consumers.remove(consumer)
-            send.close()
+            left = queue.close()
+            if not manual_ack:
+                for delivery in left:
+                    delivery.release()
             still_used = any(other.topic_filter == topic_filter for other in self._consumers)
             if subscribed and not still_used and self._state is not ClientState.CLOSED:
                 # No need to wait for UNSUBACK: the block's messages are already unrouted.
@@ -552,7 +723,7 @@ class Client:
         try:
             while True:
                 while (event := protocol.next_event()) is not None:
-                    reason = await self._handle(event)
+                    reason = self._handle(event)
                     if reason is not None:
                         return reason
                 if protocol.has_output:
@@ -570,11 +741,11 @@ class Client:
                     await self._flushed(self._queue())
             return f"protocol error by the server: {exc}"
 
-    async def _handle(self, event: Event) -> str | None:
+    def _handle(self, event: Event) -> str | None:
         """Act on one event; return a reason if it ends the connection."""
         match event:
             case MessageReceived():
-                await self._deliver(event)
+                self._deliver(event)
             case Completed(packet_id=packet_id, ack=ack):
                 if isinstance(ack, PubAck | PubRec | PubComp):
                     self._window.unpark()
@@ -591,35 +762,21 @@ class Client:
                 return reason
         return None
 
-    async def _deliver(self, event: MessageReceived) -> None:
-        """Hand a message to every consumer it matches (or the inbox), then acknowledge it."""
+    def _deliver(self, event: MessageReceived) -> None:
+        """Queue a message for every consumer it matches, or for the inbox."""
         message = event.message
-        claimed = False
-        for consumer in tuple(self._consumers):
-            if matches(consumer.match_filter, message.topic):
-                claimed = True
-                await self._put(consumer.channel, message)
-        if not claimed:
-            await self._put(self._inbox_send, message)
-        self._protocol.acknowledge(event)
+        topic = message.topic
+        queues = [consumer.queue for consumer in self._consumers
+                  if matches(consumer.match_filter, topic)] or [self._inbox]
+        incoming = event.incoming
+        delivery = None if incoming is None else _Delivery(self, incoming, len(queues))
+        for queue in queues:
+            queue.put(message, delivery)
 
-    async def _put(self, channel: trio.MemorySendChannel[Message], message: Message) -> None:
-        try:
-            channel.send_nowait(message)
-            return
-        except trio.WouldBlock:
-            pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # that consumer has gone
+    def _acknowledge(self, incoming: Incoming) -> None:
+        self._protocol.acknowledge(incoming)
         if self._protocol.has_output:
-            self._queue()  # acknowledgements so far go out while we wait
-        self._reader_blocked = True  # a slow consumer, not a dead server, delays PINGRESP
-        try:
-            await channel.send(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self._reader_blocked = False
+            self._queue()
 
     async def _write_loop(self, stream: trio.abc.Stream, lose: Callable[[str], None]) -> None:
         protocol = self._protocol
@@ -648,12 +805,11 @@ class Client:
             self._pong = pong = trio.Event()
             self._protocol.ping()
             self._queue()
-            while not pong.is_set():
-                with trio.move_on_after(timeout):
-                    await pong.wait()
-                if not pong.is_set() and not self._reader_blocked:
-                    lose(f"no PINGRESP within {timeout:g} s")
-                    return
+            with trio.move_on_after(timeout):
+                await pong.wait()
+            if not pong.is_set():
+                lose(f"no PINGRESP within {timeout:g} s")
+                return
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,13 +8,23 @@ the I/O layer calls `start()` (which queues CONNECT), feeds received bytes to
 
 Requests (`publish`, `subscribe`, `unsubscribe`) return the packet identifier
 whose `Completed` event will end them; the protocol answers PUBREC and PUBREL
-itself. An incoming message is reported as `MessageReceived` and acknowledged
-only when the I/O layer calls `acknowledge()` after handing it to the
-application, so a message that never reached anyone is never acknowledged.
+itself.
+
+Incoming QoS 1/2 messages are the client's flow control. Each is reported as
+`MessageReceived` with an `Incoming` record, and acknowledged (PUBACK, or
+PUBREC for QoS 2) only when the I/O layer calls `acknowledge()` because the
+application is done with it. Until then the server counts it against its
+window (our Receive Maximum), so the number of messages we hold is bounded
+without ever having to stop reading. Acknowledgements go out in the order the
+messages came [MQTT-4.6.0-2, 4.6.0-3]: one the application gives early waits
+for the earlier ones. A record outlives its connection: when a resumed session
+re-sends the message (DUP), the application is not given it a second time,
+and its acknowledgement goes out on the new connection.
 
 What must survive a reconnect lives here: QoS 1/2 publishes in flight,
 requests not yet acknowledged, the subscriptions to restore when the server
-has no session, and the ids of QoS 2 messages received but not yet released.
+has no session, incoming messages not yet acknowledged, and the ids of QoS 2
+messages received but not yet released.
 When a CONNACK accepts a new connection they are sent again (PUBLISH with DUP,
 PUBREL, SUBSCRIBE), so callers waiting for an acknowledgement keep waiting.
 
@@ -25,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -64,18 +74,37 @@ _PINGREQ = encode(PingReq())
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """An application message the server delivered to us."""
+    """An application message the server delivered to us.
+
+    `dup` is the PUBLISH's DUP flag: the server has sent this message before,
+    to us on an earlier connection or to another member of a shared
+    subscription, so it may have been processed already.
+    """
 
     topic: str
     payload: bytes
     qos: int = 0
     retain: bool = False
     properties: Properties = NO_PROPERTIES
+    dup: bool = False
+    # Set by the client on the copy a manual-ack consumer takes: what `ack()` does.
+    _ack: Callable[[], None] | None = field(default=None, kw_only=True, compare=False,
+                                            repr=False)
 
     @property
     def text(self) -> str:
         """The payload as UTF-8 text, for the common case of textual payloads."""
         return self.payload.decode()
+
+    def ack(self) -> None:
+        """Done with a message from a `manual_ack` subscription: let the server forget it.
+
+        Until then the server keeps it in flight to us, and sends it again if
+        the connection is lost. Calling it again, or on any other message, does
+        nothing: those were acknowledged when the consumer took them.
+        """
+        if self._ack is not None:
+            self._ack()
 
 
 # ------------------------------------------------------------------ events
@@ -88,12 +117,24 @@ class Connected:
     connack: ConnAck
 
 
+class Incoming:
+    """An incoming QoS 1/2 message, from its PUBLISH until our PUBACK (or PUBREC) is sent."""
+
+    __slots__ = ("acked", "live", "message", "packet_id")
+
+    def __init__(self, packet_id: int, message: Message) -> None:
+        self.packet_id = packet_id
+        self.message = message
+        self.acked = False  # the application is done with it
+        self.live = True  # the server awaits our acknowledgement on this connection
+
+
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """A message to hand to the application, then to `acknowledge()`."""
+    """A message to hand to the application; `incoming` (QoS 1/2) goes to `acknowledge()`."""
 
     message: Message
-    packet_id: int | None
+    incoming: Incoming | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +213,7 @@ class ClientProtocol:
     __slots__ = (
         "_aliases", "_decoder", "_next_id", "_out", "connect", "incoming_qos2", "inflight",
         "max_inflight", "requests", "send_window", "server", "session_present", "state",
-        "subscriptions", "version",
+        "subscriptions", "unacknowledged", "version",
     )
 
     def __init__(self, connect: Connect, max_inflight: int = 20) -> None:
@@ -187,7 +228,9 @@ class ClientProtocol:
         self.requests: dict[int, Subscribe | Unsubscribe] = {}
         # Granted subscriptions, to restore on a server that lost our session.
         self.subscriptions: dict[str, tuple[SubscriptionRequest, int | None]] = {}
-        self.incoming_qos2: set[int] = set()
+        # Incoming QoS 1/2 messages not acknowledged yet, in the order they came.
+        self.unacknowledged: dict[int, Incoming] = {}
+        self.incoming_qos2: set[int] = set()  # PUBREC sent, PUBREL not received yet
         self._aliases: dict[int, str] = {}
         self._decoder = PacketDecoder(self.version)
         self._out: list[bytes] = []
@@ -205,6 +248,8 @@ class ClientProtocol:
     def connection_lost(self) -> None:
         self.state = ProtocolState.DISCONNECTED
         self._out = []
+        for incoming in self.unacknowledged.values():
+            incoming.live = False  # acknowledged, if at all, once the server re-sends it
 
     def receive_data(self, data: bytes | bytearray) -> None:
         self._decoder.feed(data)
@@ -297,16 +342,18 @@ class ClientProtocol:
             self.subscriptions.pop(topic_filter, None)
         return self._request(Unsubscribe(self._allocate_id(), topic_filters, properties))
 
-    def acknowledge(self, event: MessageReceived) -> None:
-        """The application has the message: tell the server (PUBACK, or PUBREC for QoS 2)."""
-        packet_id = event.packet_id
-        if packet_id is None:
+    def acknowledge(self, incoming: Incoming) -> None:
+        """The application is done with a message: tell the server (PUBACK, or PUBREC for QoS 2).
+
+        The acknowledgement may wait for those of earlier messages, or for the
+        server to re-send a message of an earlier connection; one the server
+        has forgotten (with its session) is never sent.
+        """
+        if incoming.acked:
             return
-        if event.message.qos == 1:
-            self._send(PubAck(packet_id))
-        else:
-            self.incoming_qos2.add(packet_id)
-            self._send(PubRec(packet_id))
+        incoming.acked = True
+        if self.unacknowledged.get(incoming.packet_id) is incoming:
+            self._send_acknowledgements()
 
     def ping(self) -> None:
         if self.state is ProtocolState.CONNECTED:
@@ -329,6 +376,31 @@ class ClientProtocol:
         self.requests[packet.packet_id] = packet
         self._send(packet)
         return packet.packet_id
+
+    def _send_acknowledgements(self) -> None:
+        """[MQTT-4.6.0-2] [MQTT-4.6.0-3] PUBACK / PUBREC in the order the PUBLISH packets came.
+
+        Messages of an earlier connection that the server has not re-sent are
+        skipped: it may never re-send them (a shared subscription's broker
+        gives them to another member), and they must not hold up the others.
+        """
+        if self.state is not ProtocolState.CONNECTED:
+            return
+        pending = self.unacknowledged
+        ready = []
+        for packet_id, incoming in pending.items():
+            if not incoming.live:
+                continue
+            if not incoming.acked:
+                break
+            ready.append(packet_id)
+        for packet_id in ready:
+            incoming = pending.pop(packet_id)
+            if incoming.message.qos == 1:
+                self._send(PubAck(packet_id))
+            else:
+                self.incoming_qos2.add(packet_id)
+                self._send(PubRec(packet_id))
 
     def _allocate_id(self) -> int:
         inflight = self.inflight
@@ -374,9 +446,10 @@ class ClientProtocol:
         self.server = props
         self.session_present = packet.session_present
         if not packet.session_present:
-            # A new session: the server forgot the QoS 2 messages it was releasing, and
-            # will reuse their packet ids for new messages.
+            # A new session: the server forgot the messages it sent us, and will reuse
+            # their packet ids for new messages.
             self.incoming_qos2.clear()
+            self.unacknowledged.clear()
         window = self.max_inflight
         if self.version == MQTT_5 and props.receive_maximum is not None:
             window = min(window, props.receive_maximum)
@@ -404,11 +477,25 @@ class ClientProtocol:
         if props.topic_alias is not None:
             topic = self._resolve_alias(packet.topic, props.topic_alias)
             props = replace(props, topic_alias=None)
-        if packet.qos == 2 and packet.packet_id in self.incoming_qos2:
-            self._send(PubRec(packet.packet_id))  # a re-send: the application already has it
+        message = Message(topic, packet.payload, packet.qos, packet.retain, props, packet.dup)
+        packet_id = packet.packet_id
+        if packet_id is None:
+            return MessageReceived(message, None)
+        if packet.qos == 2 and packet_id in self.incoming_qos2:
+            self._send(PubRec(packet_id))  # a re-send: the application already has it
             return None
-        message = Message(topic, packet.payload, packet.qos, packet.retain, props)
-        return MessageReceived(message, packet.packet_id)
+        held = self.unacknowledged.get(packet_id)
+        if held is not None:
+            same = held.message.topic == topic and held.message.payload == packet.payload
+            if packet.dup and same:
+                # Re-sent on a new connection: the application has it already.
+                held.live = True
+                self._send_acknowledgements()
+                return None
+            # Another message under that id: the server gave up the old one, not us.
+            del self.unacknowledged[packet_id]
+        incoming = self.unacknowledged[packet_id] = Incoming(packet_id, message)
+        return MessageReceived(message, incoming)
 
     def _resolve_alias(self, topic: str, alias: int) -> str:
         maximum = self.connect.properties.topic_alias_maximum or 0

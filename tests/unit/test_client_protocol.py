@@ -10,6 +10,7 @@ from mqttish.client.protocol import (
     Completed,
     Connected,
     Event,
+    Incoming,
     Message,
     MessageReceived,
     PingResponse,
@@ -126,41 +127,133 @@ def test_reconnect_resumes_a_session_that_outlives_the_connection(
 # ------------------------------------------------------------------ incoming messages
 
 
-def test_qos1_message_is_acknowledged_only_once_handed_over() -> None:
+def received(protocol: ClientProtocol) -> list[MessageReceived]:
+    """The messages among the next events, which must all be messages."""
+    out = events(protocol)
+    assert all(isinstance(event, MessageReceived) for event in out)
+    return out  # type: ignore[return-value]
+
+
+def incoming(event: MessageReceived) -> Incoming:
+    assert event.incoming is not None
+    return event.incoming
+
+
+def reconnect(protocol: ClientProtocol, session_present: bool = True) -> None:
+    protocol.connection_lost()
+    protocol.start()
+    sent(protocol)
+    feed(protocol, ConnAck(session_present=session_present))
+    assert isinstance(protocol.next_event(), Connected)
+
+
+def test_qos1_message_is_acknowledged_only_when_the_application_is_done() -> None:
     protocol = connected()
     feed(protocol, Publish("a/b", b"x", qos=1, packet_id=7))
-    [event] = events(protocol)
-    assert event == MessageReceived(Message("a/b", b"x", 1), 7)
-    assert sent(protocol) == []
-    protocol.acknowledge(event)
+    [event] = received(protocol)
+    assert event.message == Message("a/b", b"x", 1)
+    assert sent(protocol) == []  # the server's window stays occupied meanwhile
+    protocol.acknowledge(incoming(event))
     assert sent(protocol) == [PubAck(7)]
+    protocol.acknowledge(incoming(event))
+    assert sent(protocol) == []  # once
+
+
+def test_qos0_message_has_nothing_to_acknowledge() -> None:
+    protocol = connected()
+    feed(protocol, Publish("a/b", b"x"))
+    assert events(protocol) == [MessageReceived(Message("a/b", b"x"), None)]
+    assert sent(protocol) == []
+
+
+def test_dup_flag_reaches_the_application() -> None:
+    protocol = connected()
+    feed(protocol, Publish("a", b"x", qos=1, dup=True, packet_id=1))
+    [event] = received(protocol)
+    assert event.message.dup
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_acknowledgements_go_out_in_the_order_the_messages_came(qos: int) -> None:
+    protocol = connected()
+    feed(protocol, *(Publish("a", str(n).encode(), qos=qos, packet_id=n) for n in (5, 3, 9)))
+    first, second, third = received(protocol)
+    ack = PubAck if qos == 1 else PubRec
+    protocol.acknowledge(incoming(third))
+    protocol.acknowledge(incoming(second))
+    assert sent(protocol) == []  # [MQTT-4.6.0-2] [MQTT-4.6.0-3]: 5 first
+    protocol.acknowledge(incoming(first))
+    assert sent(protocol) == [ack(5), ack(3), ack(9)]
 
 
 def test_qos2_message_is_delivered_exactly_once() -> None:
     protocol = connected()
     feed(protocol, Publish("a/b", b"x", qos=2, packet_id=9))
-    [event] = events(protocol)
-    assert isinstance(event, MessageReceived)
-    protocol.acknowledge(event)
+    [event] = received(protocol)
+    feed(protocol, Publish("a/b", b"x", qos=2, dup=True, packet_id=9))
+    assert events(protocol) == []  # a re-send before our PUBREC: not delivered again...
+    assert sent(protocol) == []  # ...and not acknowledged before the application is done
+    protocol.acknowledge(incoming(event))
     assert sent(protocol) == [PubRec(9)]
     feed(protocol, Publish("a/b", b"x", qos=2, dup=True, packet_id=9))
-    assert events(protocol) == []  # the re-send is answered, not delivered again
+    assert events(protocol) == []  # a re-send after it: answered, not delivered again
     assert sent(protocol) == [PubRec(9)]
     feed(protocol, PubRel(9))
     assert events(protocol) == []
     assert sent(protocol) == [PubComp(9)]
     feed(protocol, Publish("a/b", b"new", qos=2, packet_id=9))  # the id is free again
-    [event] = events(protocol)
-    assert isinstance(event, MessageReceived) and event.message.payload == b"new"
+    [event] = received(protocol)
+    assert event.message.payload == b"new"
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_message_resent_on_a_resumed_session_is_not_delivered_twice(qos: int) -> None:
+    protocol = connected(MQTT_3_1_1, clean_start=False)
+    feed(protocol, Publish("a", b"held", qos=qos, packet_id=4),
+         Publish("a", b"done", qos=qos, packet_id=5))
+    held, done = received(protocol)
+    protocol.connection_lost()
+    protocol.acknowledge(incoming(done))  # while disconnected: kept for later
+    protocol.start()
+    sent(protocol)
+    feed(protocol, ConnAck(session_present=True),
+         Publish("a", b"held", qos=qos, dup=True, packet_id=4),
+         Publish("a", b"done", qos=qos, dup=True, packet_id=5))
+    assert isinstance(protocol.next_event(), Connected)
+    assert events(protocol) == []  # the application has both already
+    assert sent(protocol) == []  # 5 waits for 4, which the application still holds
+    protocol.acknowledge(incoming(held))
+    ack = PubAck if qos == 1 else PubRec
+    assert sent(protocol) == [ack(4), ack(5)]
+
+
+def test_messages_the_server_does_not_resend_neither_block_nor_get_acknowledged() -> None:
+    # A broker may take back a shared subscription's messages from a member that went
+    # away (mqttish does) and reuse their ids, even with DUP for another redelivery.
+    protocol = connected(MQTT_3_1_1, clean_start=False)
+    feed(protocol, Publish("orders/1", b"1", qos=1, packet_id=1),
+         Publish("orders/2", b"2", qos=1, packet_id=2))
+    first, second = received(protocol)
+    reconnect(protocol)
+    feed(protocol, Publish("orders/3", b"3", qos=1, packet_id=3),
+         Publish("orders/9", b"9", qos=1, dup=True, packet_id=2))
+    third, other = received(protocol)  # id 2 is another message now: delivered
+    assert (other.message.payload, other.message.dup) == (b"9", True)
+    protocol.acknowledge(incoming(third))
+    assert sent(protocol) == [PubAck(3)]  # not held up by message 1, never re-sent
+    protocol.acknowledge(incoming(second))
+    protocol.acknowledge(incoming(first))
+    assert sent(protocol) == []  # the server gave those up: nothing to acknowledge
+    protocol.acknowledge(incoming(other))
+    assert sent(protocol) == [PubAck(2)]
 
 
 @pytest.mark.parametrize("session_present", [True, False])
 def test_qos2_ids_awaiting_pubrel_are_forgotten_with_the_session(session_present: bool) -> None:
     protocol = connected(MQTT_3_1_1, clean_start=False)
     feed(protocol, Publish("a", b"x", qos=2, packet_id=4))
-    [event] = events(protocol)
-    assert isinstance(event, MessageReceived)
-    protocol.acknowledge(event)
+    [event] = received(protocol)
+    protocol.acknowledge(incoming(event))
     protocol.connection_lost()
     protocol.start()
     feed(protocol, ConnAck(session_present=session_present),
@@ -169,6 +262,19 @@ def test_qos2_ids_awaiting_pubrel_are_forgotten_with_the_session(session_present
     delivered = events(protocol)
     # The same id is a re-send on a resumed session, a new message on a new one.
     assert len(delivered) == (0 if session_present else 1)
+
+
+def test_unacknowledged_messages_are_forgotten_with_the_session() -> None:
+    protocol = connected(MQTT_3_1_1, clean_start=False)
+    feed(protocol, Publish("a", b"x", qos=1, packet_id=4))
+    [old] = received(protocol)
+    reconnect(protocol, session_present=False)
+    feed(protocol, Publish("a", b"x", qos=1, packet_id=4))
+    [new] = received(protocol)  # a new session's message, though it looks the same
+    protocol.acknowledge(incoming(old))
+    assert sent(protocol) == []
+    protocol.acknowledge(incoming(new))
+    assert sent(protocol) == [PubAck(4)]
 
 
 def test_unknown_pubrel_is_answered_with_packet_identifier_not_found() -> None:

@@ -29,6 +29,7 @@ from mqttish.client import (
     ConnectionLostError,
     LocalProtocolError,
     Message,
+    Messages,
     Properties,
     PublishError,
     ReasonCode,
@@ -48,7 +49,7 @@ def connect(server: Server, client_id: str = "", **kwargs: Any) -> Client:
     return Client("127.0.0.1", server.ports[0], client_id=client_id, **kwargs)
 
 
-async def receive(messages: trio.MemoryReceiveChannel[Message]) -> Message:
+async def receive(messages: Messages) -> Message:
     with trio.fail_after(TIMEOUT):
         return await messages.receive()
 
@@ -250,8 +251,12 @@ async def test_receive_maximum_is_respected(nursery: trio.Nursery) -> None:
         assert client.is_connected
 
 
-async def test_slow_consumer_gets_backpressure_not_losses(trio_broker: Server) -> None:
-    options = ClientOptions(message_buffer=1)
+# ------------------------------------------------------------------ flow control, acknowledgements
+
+
+async def test_slow_consumer_holds_the_servers_window_and_loses_nothing(
+        trio_broker: Server) -> None:
+    options = ClientOptions(message_buffer=1)  # QoS 0 only: the window bounds QoS 1
     async with (
         connect(trio_broker, "slow", options=options) as sub,
         connect(trio_broker, "fast") as pub,
@@ -261,6 +266,160 @@ async def test_slow_consumer_gets_backpressure_not_losses(trio_broker: Server) -
             await pub.publish(f"bulk/{n}", b"x", qos=1)
         topics = [(await receive(messages)).topic for _ in range(50)]
     assert topics == [f"bulk/{n}" for n in range(50)]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_publishing_from_a_message_loop_does_not_wait_for_the_loop(
+        trio_broker: Server, version: int) -> None:
+    # The PUBACK of each result arrives behind jobs the loop has not taken yet.
+    jobs = 70  # more than the broker's window (20) and the default message_buffer (64)
+    options = ClientOptions(message_buffer=1)
+    async with (
+        connect(trio_broker, "worker", version=version, options=options) as worker,
+        connect(trio_broker, "producer", version=version) as producer,
+        worker.subscription("jobs/#", qos=1) as messages,
+    ):
+        for n in range(jobs):
+            await producer.publish(f"jobs/{n}", b"x", qos=1)
+        with trio.fail_after(TIMEOUT):
+            handled = 0
+            async for message in messages:
+                await worker.publish(f"results/{message.topic}", b"done", qos=1)
+                handled += 1
+                if handled == jobs:
+                    break
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_subscription_on_a_resumed_session_with_many_queued_messages(
+        trio_broker: Server, version: int) -> None:
+    # The queued messages arrive right after CONNACK, before subscription() is even called.
+    session: dict[str, Any] = (
+        {"properties": Properties(session_expiry_interval=600)} if version == MQTT_5
+        else {"clean_start": False})
+    queued = 70
+    async with connect(trio_broker, "sleeper", version=version, **session) as sleeper:
+        await sleeper.subscribe("queued/#", qos=1)
+    async with connect(trio_broker, "producer") as producer:
+        for n in range(queued):
+            await producer.publish(f"queued/{n}", b"x", qos=1)
+    async with connect(trio_broker, "sleeper", version=version, clean_start=False,
+                       **{k: v for k, v in session.items() if k != "clean_start"}) as sleeper:
+        assert sleeper.session_present
+        with trio.fail_after(TIMEOUT):
+            async with sleeper.subscription("queued/#", qos=1) as messages:
+                topics = [(await messages.receive()).topic for _ in range(queued)]
+    assert topics == [f"queued/{n}" for n in range(queued)]
+
+
+async def test_leaving_a_block_acknowledges_what_it_never_took(trio_broker: Server) -> None:
+    async with (
+        connect(trio_broker, "sub") as sub,
+        connect(trio_broker, "pub") as pub,
+    ):
+        async with sub.subscription("flood/#", qos=1):
+            for n in range(25):  # more than the broker's window of 20; none taken
+                await pub.publish(f"flood/{n}", b"x", qos=1)
+        await sub.subscribe("after", qos=1)
+        await pub.publish("after", b"x", qos=1)
+        with trio.fail_after(TIMEOUT):  # the window is free again: "after" comes
+            async for message in sub.messages():  # behind what the block left, if any
+                if message.topic == "after":
+                    break
+
+
+class Crash(Exception):
+    """An application error that ends a client's `async with` (no DISCONNECT)."""
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_manual_ack_message_not_acked_by_a_crashed_consumer_comes_back_with_dup(
+        trio_broker: Server, version: int) -> None:
+    def worker() -> Client:
+        session = (Properties(session_expiry_interval=600) if version == MQTT_5
+                   else Properties())
+        return connect(trio_broker, "worker", version=version, clean_start=False,
+                       properties=session)
+
+    async def take_one_and_crash(producer: Client) -> None:
+        async with (
+            worker() as client,
+            client.subscription("jobs/#", qos=1, manual_ack=True) as jobs,
+            client.subscription("jobs/+", qos=1) as watching,  # takes its copy at once
+        ):
+            await producer.publish("jobs/1", b"first", qos=1)
+            await producer.publish("jobs/2", b"second", qos=1)
+            assert (await receive(watching)).payload == b"first"
+            message = await receive(jobs)
+            assert (message.payload, message.dup) == (b"first", False)
+            # A round trip: an acknowledgement queued before it has reached the broker.
+            await client.publish("sync", qos=1)
+            raise Crash  # before message.ack(); "second" was never even taken
+
+    async with connect(trio_broker, "producer") as producer:
+        with pytest.raises(Crash):
+            await take_one_and_crash(producer)
+
+        async with worker() as client, \
+                client.subscription("jobs/#", qos=1, manual_ack=True) as jobs:
+            assert client.session_present
+            redelivered = [await receive(jobs) for _ in range(2)]
+            assert [(m.payload, m.dup) for m in redelivered] == [(b"first", True),
+                                                                 (b"second", True)]
+            for message in redelivered:
+                message.ack()
+
+        await producer.publish("jobs/3", b"third", qos=1)
+        async with worker() as client, \
+                client.subscription("jobs/#", qos=1, manual_ack=True) as jobs:
+            message = await receive(jobs)  # the acknowledged ones are not sent again
+            assert (message.payload, message.dup) == (b"third", False)
+
+
+async def test_manual_ack_message_of_a_crashed_member_goes_to_another_member(
+        trio_broker: Server) -> None:
+    share = "$share/workers/jobs/#"
+
+    async def take_one_and_crash(producer: Client, other: Client) -> None:
+        async with connect(trio_broker, "dying", version=MQTT_5) as dying, \
+                dying.subscription(share, qos=1, manual_ack=True) as jobs:
+            await producer.publish("jobs/1", b"job", qos=1)  # the only member gets it
+            assert not (await receive(jobs)).dup
+            await dying.publish("sync", qos=1)  # a queued acknowledgement would be out
+            await other.subscribe(share, qos=1)
+            raise Crash  # before message.ack()
+
+    async with connect(trio_broker, "producer") as producer, \
+            connect(trio_broker, "other", version=MQTT_5) as other:
+        with pytest.raises(Crash):
+            await take_one_and_crash(producer, other)
+        message = await receive(other.messages())
+    assert (message.topic, message.payload, message.dup) == ("jobs/1", b"job", True)
+
+
+async def test_qos0_messages_a_consumer_has_no_room_for_are_dropped_and_counted(
+        trio_broker: Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "mqttish.client")
+    options = ClientOptions(message_buffer=2)
+    async with (
+        connect(trio_broker, "sub", options=options) as sub,
+        connect(trio_broker, "pub") as pub,
+        sub.subscription("flood/#") as flood,
+        sub.subscription("barrier", qos=1) as barrier,
+    ):
+        for burst in (1, 2):
+            for n in range(10):
+                await pub.publish(f"flood/{n}", b"x")
+            await pub.publish("barrier", b"x", qos=1)
+            await receive(barrier)  # behind the flood: the client has read all of it
+            assert (flood.dropped, sub.dropped) == (8 * burst, 8 * burst)
+            assert [(await receive(flood)).topic for _ in range(2)] == ["flood/0", "flood/1"]
+            assert sub.is_connected
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # one per burst, not one per message
+    assert "the consumer of 'flood/#' is 2 QoS 0 messages behind" in warnings[0]
+    assert any("caught up after 8 QoS 0 messages were dropped" in r.getMessage()
+               for r in caplog.records)
 
 
 # ------------------------------------------------------------------ connecting
@@ -290,9 +449,6 @@ async def test_nothing_listening_raises_oserror() -> None:
 
 
 async def test_body_errors_propagate_unwrapped_and_publish_the_will(trio_broker: Server) -> None:
-    class Crash(Exception):
-        pass
-
     will = Will("wills/dying", b"gone", qos=1)
     async with (
         connect(trio_broker, "watcher") as watcher,
