@@ -268,20 +268,28 @@ class Messages(trio.abc.ReceiveChannel[Message]):
     def dropped(self) -> int:
         return self._queue.dropped
 
+    def receive_nowait(self) -> Message:
+        """The next message if one is waiting, else raise WouldBlock (or EndOfChannel)."""
+        if self._closed:
+            raise trio.ClosedResourceError("this handle on the messages is closed")
+        queue = self._queue
+        if queue.entries:
+            return queue.take()
+        if queue.closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
     async def receive(self) -> Message:
         """The next message; raises EndOfChannel once the block or the client has ended."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        queue = self._queue
         while True:
-            if self._closed:
-                raise trio.ClosedResourceError("this handle on the messages is closed")
-            if queue.entries:
-                message = queue.take()
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return message
-            if queue.closed:
-                raise trio.EndOfChannel
-            await queue.readers.park()
+            try:
+                message = self.receive_nowait()
+            except trio.WouldBlock:
+                await self._queue.readers.park()
+                continue
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
 
     async def aclose(self) -> None:
         """Close this handle (harmless: the messages stay for other handles)."""
