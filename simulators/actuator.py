@@ -26,11 +26,11 @@ from simulators.common import (
     ONLINE,
     STATUS_QOS,
     BrokerSettings,
-    Outbox,
     Stopper,
     TopicTemplate,
     iso_timestamp,
     on_every_connection,
+    publish,
     serve_subscription,
 )
 from simulators.monitor import EVENT_FIELDS, EVENT_TOPIC, Level
@@ -100,42 +100,36 @@ class Actuator:
         will = Will(self.status_topic, OFFLINE, STATUS_QOS, retain=True)
         with self._stopper.stoppable() as connecting:
             async with self.broker.client(self.actuator_id, will=will,
-                                          persistent=True) as client, \
-                    trio.open_nursery() as nursery:
-                outbox = Outbox(client, self.actuator_id)
-                nursery.start_soon(outbox.run)
-                announcing = trio.CancelScope()
+                                          persistent=True) as client:
                 self._stopper.disarm(connecting)
+                async with trio.open_nursery() as nursery:
 
-                async def subscribed() -> None:
-                    # After the SUBACK: events queued in a resumed session came before it
-                    # and are handled, so the first state announced is already up to date.
-                    nursery.start_soon(self._announce_on_every_connection, client, outbox,
-                                       announcing)
-                    log.info("%s: %s, listening to %s", self.actuator_id, self._word(),
-                             self.events_filter)
-                    task_status.started()
+                    async def subscribed() -> None:
+                        # Events queued in a resumed session are handled by now, so the
+                        # first state announced is already up to date.
+                        nursery.start_soon(self._announce_on_every_connection, client)
+                        log.info("%s: %s, listening to %s", self.actuator_id, self._word(),
+                                 self.events_filter)
+                        task_status.started()
 
-                async def handle(message: Message) -> None:
-                    self._handle(outbox, message)
+                    async def handle(message: Message) -> None:
+                        await self._handle(client, message)
 
-                await serve_subscription(client, self.events_filter, handle, self._stopper,
-                                         subscribed)
-                announcing.cancel()
-                outbox.publish(self.status_topic, OFFLINE, STATUS_QOS, retain=True)
-                outbox.close()
-                nursery.cancel_scope.deadline = trio.current_time() + GOODBYE_TIMEOUT
+                    await serve_subscription(client, self.events_filter, handle, self._stopper,
+                                             subscribed)
+                    nursery.cancel_scope.cancel()
+                with trio.move_on_after(GOODBYE_TIMEOUT) as goodbye:
+                    goodbye.shield = True
+                    await self._publish_status(client, OFFLINE)
 
-    async def _announce_on_every_connection(self, client: Client, outbox: Outbox,
-                                            scope: trio.CancelScope) -> None:
+    async def _announce_on_every_connection(self, client: Client) -> None:
         async def announce() -> None:
-            outbox.publish(self.status_topic, ONLINE, STATUS_QOS, retain=True)
-            self._publish_state(outbox)
+            await self._publish_status(client, ONLINE)
+            await self._publish_state(client)
 
-        with scope:
-            await on_every_connection(client, announce)
+        await on_every_connection(client, announce)
 
-    def _handle(self, outbox: Outbox, message: Message) -> None:
+    async def _handle(self, client: Client, message: Message) -> None:
         try:
             event = json.loads(message.payload)
             level = Level(event["event"])
@@ -152,12 +146,16 @@ class Actuator:
         self.switches += 1
         log.info("%s: %s (%s event at %s)", self.actuator_id, self._word(), level.value,
                  temperature)
-        self._publish_state(outbox)
+        await self._publish_state(client)
 
-    def _publish_state(self, outbox: Outbox) -> None:
+    async def _publish_state(self, client: Client) -> None:
         event, temperature = self._last
         payload = state_payload(self.on, event, temperature, iso_timestamp(self._wall()))
-        outbox.publish(self.state_topic, payload, STATE_QOS, retain=True)
+        await publish(client, self.actuator_id, self.state_topic, payload, STATE_QOS, retain=True)
+
+    async def _publish_status(self, client: Client, status: bytes) -> None:
+        await publish(client, self.actuator_id, self.status_topic, status, STATUS_QOS,
+                      retain=True)
 
     def _word(self) -> str:
         return f"{self.config.kind.value} {'on' if self.on else 'off'}"

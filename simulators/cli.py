@@ -216,10 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="orders published per second (default: 500)")
     orders.add_argument("--work-ms", type=float, default=10.0,
                         help="milliseconds a worker spends on an order (default: 10)")
-    orders.add_argument("--no-resend", action="store_true",
-                        help="do not publish again orders whose receipt never comes")
     orders.add_argument("--patience", type=float, default=3.0,
-                        help="seconds without receipts before orders count as stuck (default: 3)")
+                        help="seconds without a receipt before the orders still missing one "
+                             "are given up (default: 3)")
 
     worker = command("order-worker", "one worker process of the orders example "
                                      "('orders' starts these)")
@@ -399,7 +398,7 @@ def _orders(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     config = OrdersConfig(orders=args.orders, workers=args.workers,
                           kill_after=None if args.kill_after < 0 else args.kill_after,
                           kill_worker=args.kill_worker, rate=args.rate, work_ms=args.work_ms,
-                          resend=not args.no_resend, patience=args.patience)
+                          patience=args.patience)
     coordinator = Coordinator(config, broker)
 
     async def main() -> int:

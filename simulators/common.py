@@ -10,7 +10,6 @@ they were away is delivered when they return.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +29,6 @@ from mqttish.client import (
     LocalProtocolError,
     Message,
     Properties,
-    SubscribeError,
     Will,
 )
 from mqttish.protocol.properties import NO_PROPERTIES
@@ -229,65 +227,40 @@ class Stopper:
         self._scopes.discard(scope)
 
 
-_Outgoing = tuple[str, bytes, int, bool, Properties]
-
-
-class Outbox:
-    """Publishes, in order, from a task of its own, so a message loop never awaits a PUBACK.
-
-    Why: the mqttish client stops reading its socket while a subscription's
-    buffer is full (that is its backpressure). A loop over a subscription that
-    awaited a QoS 1 publish would wait for a PUBACK the client is not reading
-    until the loop takes more messages: a deadlock, once enough messages are
-    waiting (reported as a client bug). Queuing here breaks the cycle; the
-    queue only grows as fast as the loop publishes (events, receipts). Run
-    `run()` in a nursery; `close()` lets it finish what is queued and end.
-    """
-
-    def __init__(self, client: Client, owner: str) -> None:
-        self.client = client
-        self.owner = owner
-        self._send, self._receive = trio.open_memory_channel[_Outgoing](math.inf)
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
-                properties: Properties = NO_PROPERTIES) -> None:
-        self._send.send_nowait((topic, payload, qos, retain, properties))
-
-    def close(self) -> None:
-        self._send.close()
-
-    async def run(self) -> None:
-        async with self._receive:
-            async for topic, payload, qos, retain, properties in self._receive:
-                try:
-                    await self.client.publish(topic, payload, qos, retain, properties)
-                except (ClientError, LocalProtocolError) as exc:
-                    log.warning("%s: could not publish to %s: %s", self.owner, topic, exc)
+async def publish(client: Client, owner: str, topic: str, payload: bytes, qos: int = 1,
+                  retain: bool = False) -> None:
+    """Publish; a refusal costs a warning, not the device (a monitor outlives one bad topic)."""
+    try:
+        await client.publish(topic, payload, qos, retain)
+    except (ClientError, LocalProtocolError) as exc:
+        log.warning("%s: could not publish to %s: %s", owner, topic, exc)
 
 
 async def serve_subscription(client: Client, topic_filter: str,
                              handle: Callable[[Message], Awaitable[None]], stopper: Stopper,
-                             subscribed: Callable[[], Awaitable[None]]) -> None:
+                             subscribed: Callable[[], Awaitable[None]], *,
+                             manual_ack: bool = False) -> None:
     """Subscribe at QoS 1 and hand each message to `handle` until `stopper` stops it.
 
-    The loop drains the client's inbox (`messages()`) from before SUBSCRIBE
-    goes out, not a `subscription()` block: a resumed session's queued
-    messages arrive right after CONNACK, ahead of the SUBACK, and the client
-    stops reading its socket while its inbox is full, so an undrained inbox
-    would hold back the SUBACK for ever (reported as a client bug).
-    `subscribed()` is called once the broker has granted the subscription.
+    `subscribed()` is called once the broker has granted the subscription
+    and the messages a resumed session had queued (they arrive before the
+    SUBACK) are handled, so that what it announces is up to date. Stopping
+    ends the wait for the next message, never the handling of one, whose
+    publishes finish. With `manual_ack`, `handle` acknowledges each message.
     """
-    inbox = client.messages()
-
-    async def serve() -> None:
-        with stopper.stoppable():
-            async for message in inbox:
+    with stopper.stoppable() as subscribing:
+        async with client.subscription(topic_filter, qos=1, manual_ack=manual_ack) as messages:
+            stopper.disarm(subscribing)
+            while True:
+                try:
+                    message = messages.receive_nowait()
+                except trio.WouldBlock:
+                    break
                 await handle(message)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve)
-        with stopper.stoppable():
-            [code] = await client.subscribe(topic_filter, qos=1)
-            if code >= 0x80:
-                raise SubscribeError(topic_filter, code)
             await subscribed()
+            while True:
+                with stopper.stoppable() as waiting:
+                    message = await messages.receive()
+                if waiting.cancelled_caught:
+                    return
+                await handle(message)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import trio
 
-from mqttish.client import MQTT_5, Client, Message, Properties
+from mqttish.client import MQTT_5, Client, Message, Messages, Properties
 from simulators.common import BrokerSettings, Stopper, serve_subscription
 
 log = logging.getLogger("simulators.jobs")
@@ -105,24 +105,19 @@ class Worker:
         share = f"$share/{self.config.group}/{WORKER_FILTER}"
         with self._stopper.stoppable() as connecting:
             async with self.broker.client(self.worker_id, persistent=True,
-                                          resume=False) as jobs, \
-                    self.broker.client(f"{self.worker_id}-results") as results:
+                                          resume=False) as client:
                 self._stopper.disarm(connecting)
 
                 async def subscribed() -> None:
                     task_status.started()
 
                 async def handle(message: Message) -> None:
-                    await self._process(results, message)
+                    await self._process(client, message)
 
-                await serve_subscription(jobs, share, handle, self._stopper, subscribed)
+                await serve_subscription(client, share, handle, self._stopper, subscribed)
 
-    async def _process(self, results: Client, message: Message) -> None:
-        """Work on one job and publish its result where the job asked (QoS 1).
-
-        Results go out on a connection of their own: on the jobs connection
-        their PUBACKs would queue behind jobs the client is not reading yet.
-        """
+    async def _process(self, client: Client, message: Message) -> None:
+        """Work on one job and publish its result where the job asked (QoS 1)."""
         reply_to = message.properties.response_topic
         if reply_to is None:
             log.warning("%s: job on %s has no response topic; dropped", self.worker_id,
@@ -138,7 +133,7 @@ class Worker:
                   "seconds": round(seconds, 3)}
         properties = Properties(correlation_data=message.properties.correlation_data,
                                 content_type="application/json")
-        await results.publish(reply_to, json.dumps(result), qos=1, properties=properties)
+        await client.publish(reply_to, json.dumps(result), qos=1, properties=properties)
         self.done += 1
         log.debug("%s: %s done in %.3f s", self.worker_id, job["job"], seconds)
 
@@ -194,7 +189,7 @@ class Uploader:
             await client.publish(topic, json.dumps(job), qos=1, properties=properties)
             self.submitted += 1
 
-    async def _collect(self, replies: trio.MemoryReceiveChannel[Message]) -> None:
+    async def _collect(self, replies: Messages) -> None:
         async for message in replies:
             correlation = message.properties.correlation_data
             sent = self._sent_at.pop(correlation, None) if correlation is not None else None

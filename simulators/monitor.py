@@ -26,13 +26,13 @@ from enum import Enum
 
 import trio
 
-from mqttish.client import Message
+from mqttish.client import Client, Message
 from simulators.common import (
     BrokerSettings,
-    Outbox,
     Stopper,
     TopicTemplate,
     iso_timestamp,
+    publish,
     serve_subscription,
 )
 from simulators.sensor import READING_TOPIC, SENSOR_FIELDS
@@ -42,7 +42,6 @@ log = logging.getLogger("simulators.monitor")
 EVENT_TOPIC = "events/temperature/{level}/{site}/{room}"
 EVENT_FIELDS = frozenset({"level", "site", "room"})
 EVENT_QOS = 1
-GOODBYE_TIMEOUT = 5.0  # seconds to get the last events out when stopping
 
 
 class Level(Enum):
@@ -170,10 +169,7 @@ class Monitor:
         topic_filter = self._readings.filter()
         thresholds = self.config.thresholds
         with self._stopper.stoppable() as connecting:
-            async with self.broker.client(self.config.client_id, persistent=True) as client, \
-                    trio.open_nursery() as nursery:
-                outbox = Outbox(client, self.config.client_id)
-                nursery.start_soon(outbox.run)
+            async with self.broker.client(self.config.client_id, persistent=True) as client:
                 self._stopper.disarm(connecting)
                 log.info("watching %s: high at %g, %s, hysteresis %g", topic_filter,
                          thresholds.high, "no low threshold" if thresholds.low is None
@@ -183,13 +179,11 @@ class Monitor:
                     task_status.started()
 
                 async def handle(message: Message) -> None:
-                    self._handle(outbox, message)
+                    await self._handle(client, message)
 
                 await serve_subscription(client, topic_filter, handle, self._stopper, subscribed)
-                outbox.close()  # the events already detected still go out, if they can
-                nursery.cancel_scope.deadline = trio.current_time() + GOODBYE_TIMEOUT
 
-    def _handle(self, outbox: Outbox, message: Message) -> None:
+    async def _handle(self, client: Client, message: Message) -> None:
         fields = self._readings.parse(message.topic)
         if fields is None or message.retain:
             return  # a retained reading is the last one the broker kept: it may be hours old
@@ -213,6 +207,6 @@ class Monitor:
         else:
             log.info("%s/%s: %.2f crossed %g: %s -> %s", change.site, change.room, value,
                      change.threshold, change.previous.value, change.level.value)
-        outbox.publish(topic, payload, EVENT_QOS)
+        await publish(client, self.config.client_id, topic, payload, EVENT_QOS)
         self.events += 1
 

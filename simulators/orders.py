@@ -7,23 +7,21 @@ one MQTT client with a persistent session in the shared subscription
 `workers/<id>/status` topic (with a will saying `offline`), and for every
 order it processes it publishes a receipt to `receipts/orders/<order id>`.
 Receipts live outside `orders/` so that workers do not receive them as
-orders, and go out on a second connection of the worker's (see `_process`).
+orders.
+
+A worker acknowledges an order (`manual_ack`) only once it is processed and
+its receipt is with the broker. So whatever a worker has not finished, the
+broker still counts as in flight to it: the order it is working on and
+those waiting in its receive window.
 
 The coordinator waits until every worker is online, publishes the orders
 (`orders/<shop>/<order id>`, QoS 1), and once `--kill-after` receipts have
 come back it kills one worker with SIGKILL: no DISCONNECT, so the broker
 takes back the orders it had sent that worker and not had acknowledged, and
 gives them to the others (with DUP). At the end it counts the receipts:
-every order must have one; some may have two (processed by the dying worker
-and again elsewhere).
-
-One gap is closed end to end rather than by the broker: the mqttish client
-acknowledges a message when it hands it to the application, not when the
-application has finished with it, so the order a worker was processing
-when it died, and the one waiting for it, are acknowledged but never done.
-The broker cannot know; the coordinator can. Orders without a receipt when
-receipts stop coming are published again (counted as "re-sent"), and
-`--no-resend` shows what happens without it.
+every order must have one. Some may have two: an order the dying worker
+had processed but not yet acknowledged is processed again elsewhere, which
+is what at-least-once delivery means.
 """
 
 from __future__ import annotations
@@ -35,13 +33,13 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import trio
 
-from mqttish.client import Client, Message, Will
+from mqttish.client import Client, Message, Messages, Will
 from simulators.common import (
     OFFLINE,
     ONLINE,
@@ -85,40 +83,39 @@ class OrderWorker:
 
     async def run(self) -> None:
         will = Will(self.status_topic, OFFLINE, STATUS_QOS, retain=True)
-        # One order at a time: at most one more is acknowledged and waiting. A new worker
-        # process starts a new session: orders of an earlier run are not its business.
-        options = replace(self.broker.options, message_buffer=1)
+        # A new worker process starts a new session: orders of an earlier run are not its
+        # business (the broker gave them to the other members when it went away).
         with self._stopper.stoppable() as connecting:
             async with self.broker.client(self.worker_id, will=will, persistent=True,
-                                          resume=False, options=options) as orders, \
-                    self.broker.client(f"{self.worker_id}-receipts") as receipts:
+                                          resume=False) as client:
                 self._stopper.disarm(connecting)
 
                 async def subscribed() -> None:
-                    await receipts.publish(self.status_topic, ONLINE, STATUS_QOS, retain=True)
+                    await client.publish(self.status_topic, ONLINE, STATUS_QOS, retain=True)
                     log.info("%s: online, sharing %s", self.worker_id, SHARE)
 
                 async def handle(message: Message) -> None:
-                    await self._process(receipts, message)
+                    await self._process(client, message)
 
-                await serve_subscription(orders, SHARE, handle, self._stopper, subscribed)
+                await serve_subscription(client, SHARE, handle, self._stopper, subscribed,
+                                         manual_ack=True)
                 with trio.move_on_after(GOODBYE_TIMEOUT) as goodbye:
                     goodbye.shield = True
-                    await receipts.publish(self.status_topic, OFFLINE, STATUS_QOS, retain=True)
+                    await client.publish(self.status_topic, OFFLINE, STATUS_QOS, retain=True)
         log.info("%s: stopped after %d orders", self.worker_id, self.processed)
 
-    async def _process(self, receipts: Client, message: Message) -> None:
-        """Work, then publish the receipt and wait for the broker to have it (QoS 1).
+    async def _process(self, client: Client, message: Message) -> None:
+        """Work, publish the receipt and wait for the broker to have it, then acknowledge.
 
-        Receipts go out on a connection of their own: on the orders connection
-        their PUBACKs would queue behind orders the client is not reading yet
-        (the client stops reading while our one-message buffer is full).
+        Acknowledging last is what makes the work at least once: if the
+        worker dies before, the broker gives the order to another worker.
         """
         order = json.loads(message.payload)
         await trio.sleep(self.work_seconds)
         receipt = json.dumps({"order": order["order"], "run": order.get("run"),
-                              "worker": self.worker_id})
-        await receipts.publish(RECEIPT_TOPIC.format(order=order["order"]), receipt, qos=1)
+                              "worker": self.worker_id, "dup": message.dup})
+        await client.publish(RECEIPT_TOPIC.format(order=order["order"]), receipt, qos=1)
+        message.ack()
         self.processed += 1
 
 
@@ -133,8 +130,7 @@ class OrdersConfig:
     kill_worker: int = 1  # which worker dies
     rate: float = 500.0  # orders published per second
     work_ms: float = 10.0  # milliseconds a worker spends on an order
-    resend: bool = True  # publish again orders whose receipt does not come
-    patience: float = 3.0  # seconds without a new receipt before orders count as stuck
+    patience: float = 3.0  # seconds without a new receipt before the missing orders are given up
     startup_timeout: float = 30.0  # seconds for the workers to come online
 
     def __post_init__(self) -> None:
@@ -155,7 +151,7 @@ class OrdersReport:
     sent: int = 0  # orders published and acknowledged by the broker
     receipts: Counter[str] = field(default_factory=Counter)  # receipts per order id
     by_worker: Counter[str] = field(default_factory=Counter)
-    resent: int = 0
+    redelivered: set[str] = field(default_factory=set)  # orders a receipt said came with DUP
     killed: str | None = None
     killed_at: int = 0  # receipts when the worker was killed
     missing: list[str] = field(default_factory=list)
@@ -179,9 +175,9 @@ class OrdersReport:
             f"  sent                      {self.sent} (QoS 1, acknowledged by the broker)",
             f"  killed                    {killed}",
             f"  processed                 {self.processed} (orders with a receipt)",
+            f"  redelivered               {len(self.redelivered)} (marked DUP: sent to a "
+            "worker that did not acknowledge them)",
             f"  processed more than once  {self.duplicates}",
-            f"  re-sent by coordinator    {self.resent} (acknowledged by the killed worker, "
-            "never processed)",
             f"  missing                   {len(self.missing)}"
             + (f": {', '.join(self.missing[:10])}" if self.missing else ""),
             f"  receipts per worker       {workers}",
@@ -249,8 +245,8 @@ class Coordinator:
                      config.orders, config.rate)
             if config.kill_after is not None:
                 nursery.start_soon(self._kill_when_due)
-            await self._publish(client, range(1, config.orders + 1), first=True)
-            await self._wait_for_receipts(client)
+            await self._publish(client)
+            await self._wait_for_receipts()
             for worker_id, process in self._processes.items():
                 if process.returncode is None and worker_id != report.killed:
                     process.send_signal(signal.SIGTERM)  # graceful: DISCONNECT, no will
@@ -273,7 +269,7 @@ class Coordinator:
         for process in self._processes.values():
             await process.wait()
 
-    async def _watch_statuses(self, statuses: trio.MemoryReceiveChannel[Message]) -> None:
+    async def _watch_statuses(self, statuses: Messages) -> None:
         async for message in statuses:
             if message.retain:
                 continue  # a status from an earlier run, not news
@@ -285,7 +281,7 @@ class Coordinator:
             elif message.payload == OFFLINE:
                 log.info("%s is offline", worker)
 
-    async def _collect(self, receipts: trio.MemoryReceiveChannel[Message]) -> None:
+    async def _collect(self, receipts: Messages) -> None:
         report = self.report
         async for message in receipts:
             receipt = json.loads(message.payload)
@@ -294,6 +290,8 @@ class Coordinator:
             order = receipt["order"]
             report.receipts[order] += 1
             report.by_worker[receipt["worker"]] += 1
+            if receipt.get("dup"):
+                report.redelivered.add(order)
             if report.receipts[order] > 1:
                 log.info("%s processed again, by %s", order, receipt["worker"])
             if self.config.kill_after is not None and report.processed >= self.config.kill_after:
@@ -310,36 +308,25 @@ class Coordinator:
         log.info("killing %s (SIGKILL) after %d receipts", victim, self.report.killed_at)
         self._processes[victim].kill()
 
-    async def _publish(self, client: Client, numbers: range | list[int],
-                       first: bool = False) -> None:
-        """Publish these orders at the configured rate, each acknowledged (QoS 1)."""
+    async def _publish(self, client: Client) -> None:
+        """Publish the orders at the configured rate, each acknowledged (QoS 1)."""
         start = trio.current_time()
-        for index, number in enumerate(numbers):
-            await trio.sleep_until(start + index / self.config.rate)
+        for number in range(1, self.config.orders + 1):
+            await trio.sleep_until(start + (number - 1) / self.config.rate)
             order = order_id(number)
             payload = json.dumps({"order": order, "run": self.run_id,
                                   "shop": SHOPS[number % len(SHOPS)], "items": 1 + number % 5})
             topic = ORDER_TOPIC.format(shop=SHOPS[number % len(SHOPS)], order=order)
             await client.publish(topic, payload, qos=1)
-            if first:
-                self.report.sent += 1
+            self.report.sent += 1
 
-    async def _wait_for_receipts(self, client: Client) -> None:
-        """Until every order has a receipt; orders still missing when receipts stop are stuck."""
-        report = self.report
-        config = self.config
-        for _attempt in range(3):
-            while not self._done.is_set():
-                self._progress = trio.Event()
-                with trio.move_on_after(config.patience):
-                    await self._progress.wait()
-                if not self._progress.is_set():
-                    break  # no receipt for `patience` seconds
-            stuck = [n for n in range(1, config.orders + 1) if order_id(n) not in report.receipts]
-            if not stuck or not config.resend:
+    async def _wait_for_receipts(self) -> None:
+        """Until every order has a receipt, or none has come for `patience` seconds."""
+        while not self._done.is_set():
+            self._progress = trio.Event()
+            with trio.move_on_after(self.config.patience):
+                await self._progress.wait()
+            if not self._progress.is_set():
+                log.warning("no receipt for %g s; giving up on the orders still without one",
+                            self.config.patience)
                 return
-            log.info("no receipt for %d orders after %g s without progress: %s; publishing "
-                     "them again", len(stuck), config.patience,
-                     ", ".join(order_id(n) for n in stuck[:10]))
-            report.resent += len(stuck)
-            await self._publish(client, stuck)

@@ -18,9 +18,10 @@ def test_a_killed_worker_loses_no_order(broker: BrokerThread) -> None:
     assert summary["sent"] == "300"
     assert summary["killed"] == "orders-worker-1"
     assert summary["processed"] == "300"
-    assert summary["missing"] == "0"
+    assert summary["missing"] == "0"  # with no order published twice by the coordinator
     assert "Traceback" not in result.stderr
-    # The broker took back what it had sent the dead worker and given to the others, with DUP.
+    # The broker took back what the dead worker had not acknowledged (it acknowledges an
+    # order once processed) and gave it to the others, which saw the DUP flag.
     [group] = broker.call(broker.broker.subscriptions.groups)
     assert group.share_name == "$share/workers/orders/#"
-    assert group.redelivered > 0
+    assert 0 < int(summary["redelivered"]) <= group.redelivered
