@@ -406,7 +406,8 @@ class Broker:
         for group in session.shared_groups:
             if group.share_name == topic_filter:
                 session.shared_groups.remove(group)
-                for delivery in session.take_undelivered(group):
+                # What was sent is still delivered to it [MQTT-3.10.4-3]; the rest goes on.
+                for delivery in session.take_queued(group):
                     self._give_to_group(group, delivery.message, delivery.dup)
                 break
         return True

@@ -177,14 +177,19 @@ class Session:
         delivery.state = DeliveryState.AWAITING_PUBCOMP
         return delivery
 
-    def take_undelivered(self, group: SharedGroup) -> list[Delivery]:
-        """Remove and return what `group` gave this session and the client has not got
-        for sure: queued deliveries, and QoS 1/2 flights not yet acknowledged or received."""
+    def take_queued(self, group: SharedGroup) -> list[Delivery]:
+        """Remove and return the deliveries `group` gave this session that wait unsent."""
         taken = [d for d in self.queue if d.group is group]
         if taken:
             self.queue = deque(d for d in self.queue if d.group is not group)
             if self.limits.max_queued_bytes:
                 self.queued_bytes -= sum(d.message.size for d in taken)
+        return taken
+
+    def take_undelivered(self, group: SharedGroup) -> list[Delivery]:
+        """Remove and return what `group` gave this session and the client has not got
+        for sure: queued deliveries, and QoS 1/2 flights not yet acknowledged or received."""
+        taken = self.take_queued(group)
         for packet_id, delivery in list(self.inflight.items()):
             if delivery.group is group and delivery.state is not DeliveryState.AWAITING_PUBCOMP:
                 del self.inflight[packet_id]
