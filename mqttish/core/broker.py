@@ -243,7 +243,7 @@ class Broker:
         for topic_filter in list(session.subscriptions):
             self.subscriptions.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
-        session.shared_groups.clear()
+        session.shared_groups = ()
         session.clear()
         self._waiting.pop(session.client_id, None)
         if self.sessions.get(session.client_id) is session:
@@ -371,7 +371,7 @@ class Broker:
         session.subscriptions[topic_filter] = subscription
         group = self.subscriptions.add(subscription)
         if group is not None and group not in session.shared_groups:
-            session.shared_groups.append(group)
+            session.shared_groups += (group,)
         self.hooks.on_subscribe(client, topic_filter, granted)
         if session.persistent:
             self.store.save_session(stored_session(session, now, with_messages=False))
@@ -405,7 +405,7 @@ class Broker:
         self.subscriptions.remove(session.client_id, topic_filter)
         for group in session.shared_groups:
             if group.share_name == topic_filter:
-                session.shared_groups.remove(group)
+                session.shared_groups = tuple(g for g in session.shared_groups if g is not group)
                 # What was sent is still delivered to it [MQTT-3.10.4-3]; the rest goes on.
                 for delivery in session.take_queued(group):
                     self._give_to_group(group, delivery.message, delivery.dup)
@@ -453,7 +453,7 @@ class Broker:
             for subscription in session.subscriptions.values():
                 group = self.subscriptions.add(subscription)
                 if group is not None:
-                    session.shared_groups.append(group)
+                    session.shared_groups += (group,)
             if session.expiry_interval != NEVER_EXPIRES:
                 session.expires_at = now + session.expiry_interval
                 self._waiting[session.client_id] = session

@@ -114,9 +114,11 @@ class Connection:
         # What the client told us about itself (MQTT 5; 3.1.1 clients have no limits).
         self.send_quota = self.config.max_inflight_messages
         self.max_send_packet_size: int | None = None
-        self.topic_aliases: dict[int, str] = {}  # set by the client, for its PUBLISHes
+        # Topic aliases (MQTT 5), made on first use: the client's for its PUBLISHes,
+        # and ours for PUBLISHes to it.
+        self.topic_aliases: dict[int, str] | None = None
         self.client_topic_alias_maximum = 0
-        self.outgoing_aliases: dict[str, int] = {}  # ours, for PUBLISHes to the client
+        self.outgoing_aliases: dict[str, int] | None = None
         self._out: list[bytes] = []
 
     def __repr__(self) -> str:
@@ -319,11 +321,14 @@ class Connection:
             if message.expires_at is not None:
                 changes["message_expiry_interval"] = message.remaining_expiry(now)
             if self.client_topic_alias_maximum:
-                alias = self.outgoing_aliases.get(topic)
+                aliases = self.outgoing_aliases
+                if aliases is None:
+                    aliases = self.outgoing_aliases = {}
+                alias = aliases.get(topic)
                 if alias is not None:
                     topic = ""  # the client knows the topic by its alias already
-                elif len(self.outgoing_aliases) < self.client_topic_alias_maximum:
-                    alias = new_alias = len(self.outgoing_aliases) + 1
+                elif len(aliases) < self.client_topic_alias_maximum:
+                    alias = new_alias = len(aliases) + 1
                 changes["topic_alias"] = alias
             if changes:
                 properties = replace(properties, **changes)
@@ -340,7 +345,7 @@ class Connection:
                 del session.inflight[packet_id]
             self._drop_oversize(message)
             return None
-        if new_alias is not None:
+        if new_alias is not None and self.outgoing_aliases is not None:
             self.outgoing_aliases[message.topic] = new_alias
         return data
 
@@ -471,10 +476,13 @@ class Connection:
                 f"[MQTT-3.3.2-9] topic alias {alias} exceeds the maximum "
                 f"{self.broker.topic_alias_maximum}", ReasonCode.TOPIC_ALIAS_INVALID,
             )
+        aliases = self.topic_aliases
+        if aliases is None:
+            aliases = self.topic_aliases = {}
         if topic:
-            self.topic_aliases[alias] = topic
+            aliases[alias] = topic
             return topic
-        known = self.topic_aliases.get(alias)
+        known = aliases.get(alias)
         if known is None:
             raise protocol_error(f"[MQTT-3.3.4-9] topic alias {alias} was never set")
         return known

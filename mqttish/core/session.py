@@ -95,7 +95,7 @@ class Session:
         self.client_id = client_id
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
-        self.shared_groups: list[SharedGroup] = []  # groups this session is a member of
+        self.shared_groups: tuple[SharedGroup, ...] = ()  # groups it is a member of
         self.connection: Connection | None = None
         self.queue = NO_QUEUE
         self.queued_bytes = 0

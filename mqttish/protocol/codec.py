@@ -526,6 +526,10 @@ _DECODERS: dict[int, tuple[_Decoder, int | None]] = {
 }
 
 
+# An idle connection's decoder shares this empty list; `feed` never appends to it.
+_NO_PARTS: list[bytes] = []
+
+
 class PacketDecoder:
     """Incremental decoder: feed bytes as they arrive, take packets as they complete.
 
@@ -541,7 +545,7 @@ class PacketDecoder:
         self._buf = b""
         self._pos = 0
         self._need = 0
-        self._parts: list[bytes] = []
+        self._parts: list[bytes] = _NO_PARTS  # a list of its own once a packet is split
         self._parts_len = 0
 
     @property
@@ -558,6 +562,8 @@ class PacketDecoder:
             return
         # Collect pieces of a partial packet until enough have arrived, so that
         # a large packet trickling in is joined once, not once per read.
+        if self._parts is _NO_PARTS:
+            self._parts = []
         self._parts.append(bytes(data))
         self._parts_len += len(data)
         if self.buffered >= self._need:
@@ -621,6 +627,9 @@ class PacketDecoder:
 
     def _need_more(self, size: int) -> Packet | _NeedData:
         self._need = size
+        if self._pos >= len(self._buf):
+            self._buf = b""  # do not keep the last read alive while the client is idle
+            self._pos = 0
         if self._parts and self.buffered >= size:
             self._merge()
             return self.next()

@@ -118,8 +118,11 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
                            counters: ListenerCounters | None = None) -> None:
     """Run one client connection to its end; never raises for the client's faults.
 
-    `spawner` is a nursery that outlives the connection (the server's), where
-    its writer task runs while there is output; `counters` are its listener's.
+    This task reads: until the client closes, or the deadline of `reading`
+    passes (the keepalive, or the close grace). `spawner` is a nursery that
+    outlives the connection (the server's), where its writer runs while there
+    is output; `counters` are its listener's. One function, not a reader
+    helper: each coroutine frame is memory every idle client holds.
     """
     connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters)
     writer = _Writer(stream, connection, spawner)
@@ -127,7 +130,21 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
     try:
         with trio.CancelScope() as reading:
             writer.reading = reading
-            await _read_loop(stream, connection, writer, reading)
+            while True:
+                if not connection.closed:
+                    reading.deadline = connection.read_deadline(trio.current_time())
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except _LOST as exc:
+                    _lost(connection, exc)
+                    break
+                if not data:
+                    connection.close(trio.current_time(), "connection closed by peer")
+                    break
+                connection.receive_data(data, trio.current_time())
+                while connection.backlogged:  # it sends faster than it reads our replies
+                    await writer.wait_until_taken()
+                    connection.receive_data(b"", trio.current_time())
         writer.reading = None
         if reading.cancelled_caught and not connection.closed:
             connection.read_deadline_expired(trio.current_time())
@@ -136,26 +153,6 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
         writer.stop()
         connection.connection_lost(trio.current_time())
         await trio.aclose_forcefully(stream)
-
-
-async def _read_loop(stream: trio.abc.Stream, connection: Connection, writer: _Writer,
-                     scope: trio.CancelScope) -> None:
-    """Read until the client closes, or `scope`'s deadline (keepalive, or close grace)."""
-    while True:
-        if not connection.closed:
-            scope.deadline = connection.read_deadline(trio.current_time())
-        try:
-            data = await stream.receive_some(RECEIVE_SIZE)
-        except _LOST as exc:
-            _lost(connection, exc)
-            return
-        if not data:
-            connection.close(trio.current_time(), "connection closed by peer")
-            return
-        connection.receive_data(data, trio.current_time())
-        while connection.backlogged:  # it sends faster than it reads our replies: wait for it
-            await writer.wait_until_taken()
-            connection.receive_data(b"", trio.current_time())
 
 
 def _lost(connection: Connection, exc: BaseException) -> None:
