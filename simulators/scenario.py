@@ -14,15 +14,10 @@ seed picks one and logs it, so an interesting run can be repeated.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import enum
 import logging
 import math
 import random
 import time
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +26,7 @@ from typing import Any
 import trio
 import yaml
 
+from mqttish.typed_yaml import SchemaError, build
 from simulators.actuator import Actuator, ActuatorConfig
 from simulators.common import BrokerSettings
 from simulators.monitor import EVENT_TOPIC, Monitor, MonitorConfig, Thresholds
@@ -124,8 +120,8 @@ def parse_scenario(text: str, name: str = "scenario", source: str = "<scenario>"
     raw["actuators"] = [_merge({"site": site}, actuator) for actuator in raw.get("actuators") or []]
     raw.setdefault("name", name)
     try:
-        scenario = typing.cast(Scenario, _build(Scenario, raw, ""))
-    except ScenarioError as exc:
+        scenario = build(Scenario, raw)
+    except SchemaError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
     ids = [sensor.client_id for sensor in scenario.sensors]
     ids += [actuator.actuator_id for actuator in scenario.actuators]
@@ -139,61 +135,13 @@ def parse_scenario(text: str, name: str = "scenario", source: str = "<scenario>"
 def _merge(base: dict[str, Any], override: Any) -> Any:
     """`override` on top of `base`, mapping by mapping (a sensor's climate on the defaults')."""
     if not isinstance(override, dict):
-        return override  # reported by _build with its path
+        return override  # reported by `build` with its path
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             value = _merge(merged[key], value)
         merged[key] = value
     return merged
-
-
-def _build(kind: Any, value: Any, path: str) -> Any:
-    """Convert a YAML value to `kind` (a dataclass, tuple, Enum, scalar or optional)."""
-    where = path or "scenario"
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = [option for option in typing.get_args(kind) if option is not type(None)]
-        if value is None:
-            return None
-        return _build(options[0], value, path)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ScenarioError(f"{where}: expected a list, got {value!r}")
-        item = typing.get_args(kind)[0]
-        return tuple(_build(item, element, f"{path}[{i}]") for i, element in enumerate(value))
-    if dataclasses.is_dataclass(kind):
-        return _build_dataclass(kind, value, path)
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        choices = [member.value for member in kind]
-        if value not in choices:
-            raise ScenarioError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
-        return kind(value)
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if kind in (int, str, bool) and type(value) is kind:
-        return value
-    names = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
-    raise ScenarioError(f"{where}: expected {names.get(kind, kind)}, got {value!r}")
-
-
-def _build_dataclass(kind: Any, value: Any, path: str) -> Any:
-    if not isinstance(value, dict):
-        raise ScenarioError(f"{path or 'scenario'}: expected a mapping, got {value!r}")
-    hints = typing.get_type_hints(kind)
-    known = [f.name for f in dataclasses.fields(kind)]
-    arguments = {}
-    for key, item in value.items():
-        key_path = f"{path}.{key}" if path else str(key)
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ScenarioError(f"{key_path}: unknown key{hint}")
-        arguments[key] = _build(hints[key], item, key_path)
-    try:
-        return kind(**arguments)
-    except ValueError as exc:  # a __post_init__ check, which names the key
-        raise ScenarioError(f"{path + '.' if path else ''}{exc}") from None
 
 
 # ------------------------------------------------------------------ running
