@@ -72,11 +72,6 @@ def publish(topic: str, data: bytes, qos: int = 0, retain: bool = False,
     return head + (packet_id.to_bytes(2, "big") if qos else b"") + data
 
 
-def packet_id_for(seq: int) -> int:
-    """A nonzero 16-bit packet identifier for the seq-th QoS 1 message of a client."""
-    return seq % 0xFFFF + 1
-
-
 PUBACKS: tuple[bytes, ...] = tuple(
     bytes([PUBACK, 2]) + pid.to_bytes(2, "big") for pid in range(0x10000)
 )

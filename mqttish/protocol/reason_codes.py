@@ -56,10 +56,6 @@ class ReasonCode(IntEnum):
     SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED = 0xA1
     WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
 
-    @property
-    def is_error(self) -> bool:
-        return self >= 0x80
-
 
 class ConnAckCodeV3(IntEnum):
     """MQTT 3.1.1 section 3.2.2.3: CONNACK return codes."""
