@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mqttish.config import Config
+from mqttish.core.backpressure import Drainable, HeldPublish, Waiter
 from mqttish.core.hooks import Access, ClientInfo, Decision, Hook, HookChain
 from mqttish.core.message import Message
 from mqttish.core.metrics import Metrics
@@ -27,7 +28,7 @@ from mqttish.core.snapshot import (
     stored_message,
     stored_session,
 )
-from mqttish.core.subscriptions import Subscription, SubscriptionTree
+from mqttish.core.subscriptions import Match, Subscription, SubscriptionTree
 from mqttish.errors import RemoteProtocolError, protocol_error
 from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.store import Store
@@ -121,6 +122,7 @@ class Broker:
         )
         session.username = packet.username
         session.connection = connection
+        session.progressed(now)  # a client that just came gets stall_timeout to start taking
         connection.session = session
         connection.client = client
         connection.will = packet.will
@@ -207,6 +209,7 @@ class Broker:
         if session is None or session.connection is not connection:
             return  # never connected, or its session was taken over
         session.connection = None
+        session.release_waiters(now)  # an offline session holds no publisher back
         self.metrics.clients_connected -= 1
         if session.shared_groups:
             self._redistribute(session, now)
@@ -252,6 +255,7 @@ class Broker:
         session.subscriptions.clear()
         session.shared_groups = ()
         session.clear()
+        session.release_waiters(now)
         self._waiting.pop(session.client_id, None)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
@@ -259,19 +263,37 @@ class Broker:
 
     # ------------------------------------------------------------------ routing
 
-    def publish(self, message: Message, now: float, client: ClientInfo | None = None) -> int:
-        """Route a message to every matching session; return how many matched."""
+    def publish(self, message: Message, now: float, client: ClientInfo | None = None,
+                publisher: Waiter | None = None) -> int | HeldPublish:
+        """Route a message to every matching session; return how many matched.
+
+        With a `publisher` to hold back, a full queue whose client makes progress
+        stops the fan-out: the `HeldPublish` returned finishes it later
+        (`resume_publish`), once the queue has drained and released the publisher.
+        Without one (wills, $SYS), a full queue drops the message, counted.
+        """
         if message.retain:
             self.retained.set(message)
             if not message.topic.startswith(SYS_PREFIX):  # the broker's own state: not saved
                 self.store.set_retained(message.topic,
                                         stored_message(message, now) if message.payload else None)
-        match = self.subscriptions.match(message.topic)
+        if self.hooks.publish_observers:
+            self.hooks.on_publish(client, message)
+        return self._fan_out(message, self.subscriptions.match(message.topic), 0, now, publisher)
+
+    def resume_publish(self, held: HeldPublish, now: float,
+                       publisher: Waiter | None) -> int | HeldPublish:
+        """Go on with a held fan-out where it stopped (`publisher` None: hold no more)."""
+        return self._fan_out(held.message, held.match, held.next_target, now, publisher)
+
+    def _fan_out(self, message: Message, match: Match, start: int, now: float,
+                 publisher: Waiter | None) -> int | HeldPublish:
+        targets = match.targets
         qos = message.qos
         retain = message.retain
         origin = message.origin
         plain = None  # one QoS 0 delivery with nothing of its own serves every session
-        for target in match.targets:
+        for index, target in enumerate(targets[start:] if start else targets, start):
             if target.no_local and target.session.client_id == origin:
                 target = target.without_no_local()  # type: ignore[assignment]
                 if target is None:
@@ -284,13 +306,55 @@ class Broker:
                 delivery = plain = Delivery(message, 0, False)
             else:
                 delivery = plain
-            if not target.session.enqueue(delivery):
-                self._dropped_for(target.session)
-        for group in match.groups:
-            self._give_to_group(group, message)
-        if self.hooks.publish_observers:
-            self.hooks.on_publish(client, message)
-        return len(match.targets) + len(match.groups)
+            session = target.session
+            if not session.enqueue(delivery):
+                if session.connection is not None and self._holds(session, publisher, granted, now):
+                    return HeldPublish(message, match, index, session)
+                self._dropped_for(session)
+        groups = match.groups
+        first_group = max(0, start - len(targets))
+        for index, group in enumerate(groups[first_group:] if first_group else groups,
+                                      len(targets) + first_group):
+            if not self._give_to_group(group, message):
+                if self._holds(group, publisher, message.qos, now):
+                    return HeldPublish(message, match, index, group)
+                self._group_dropped(group)
+        return len(targets) + len(groups)
+
+    def _holds(self, queue: Session | SharedGroup, publisher: Waiter | None, qos: int,
+               now: float) -> bool:
+        """A message does not fit in `queue`: should its publisher wait for room?"""
+        if publisher is None or (qos == 0 and not self.config.qos0_backpressure):
+            return False
+        if queue.progressing(now, self.config.stall_timeout):
+            queue.add_waiter(publisher)
+            return True
+        if isinstance(queue, Session):
+            self._stalled(queue, now)
+        return False
+
+    def check_stall(self, queue: Drainable, now: float) -> None:
+        """A publisher waited for `queue` until its stall deadline: is it stalled?"""
+        if queue.progressing(now, self.config.stall_timeout):
+            return
+        if isinstance(queue, Session) and queue.connection is not None:
+            self._stalled(queue, now)
+        queue.release_waiters(now)
+
+    def _stalled(self, session: Session, now: float) -> None:
+        """An online client took nothing for stall_timeout while its queue was full."""
+        if not session.stalled:
+            session.stalled = True
+            self.metrics.consumers_stalled += 1
+            action = self.config.stall_action
+            log.warning("client %r made no progress for %g s with a full queue: %s",
+                        session.client_id, self.config.stall_timeout,
+                        "disconnecting it" if action == "disconnect"
+                        else "dropping what does not fit in its queue")
+            if action == "disconnect" and session.connection is not None:
+                session.connection.close(now, "stalled: no progress with a full queue",
+                                         ReasonCode.QUOTA_EXCEEDED)
+        session.release_waiters(now)
 
     def _dropped_for(self, session: Session) -> None:
         """A delivery to `session` was dropped: its queue was full."""
@@ -301,16 +365,15 @@ class Broker:
 
     # ------------------------------------------------------------------ shared subscriptions
 
-    def _give_to_group(self, group: SharedGroup, message: Message, dup: bool = False) -> None:
-        """Hand a message to one member of a shared group, or to its backlog."""
+    def _give_to_group(self, group: SharedGroup, message: Message, dup: bool = False) -> bool:
+        """Hand a message to one member of a shared group, or to its backlog; False if
+        the backlog is full (the caller holds the publisher or drops it)."""
         member = group.pick(message.topic)
         if member is None:
             if len(group.backlog) >= self.config.max_queued_messages:
-                group.dropped += 1
-                self.metrics.publish_dropped += 1
-            else:
-                group.backlog.append((message, dup))
-            return
+                return False
+            group.backlog.append((message, dup))
+            return True
         ids = (member.identifier,) if member.identifier else ()
         delivery = Delivery(message, min(member.qos, message.qos), False, ids, group, dup)
         if member.session.enqueue(delivery):
@@ -318,6 +381,11 @@ class Broker:
         else:
             group.dropped += 1
             self._dropped_for(member.session)
+        return True
+
+    def _group_dropped(self, group: SharedGroup) -> None:
+        group.dropped += 1
+        self.metrics.publish_dropped += 1
 
     def _drain_backlog(self, group: SharedGroup, now: float) -> None:
         """Give waiting messages to members that can take them now."""
@@ -328,9 +396,11 @@ class Broker:
                 backlog.popleft()
                 continue
             if group.pick(message.topic) is None:
-                return
+                break
             backlog.popleft()
             self._give_to_group(group, message, dup)
+        if group.waiters and len(backlog) <= self.config.max_queued_messages // 2:
+            group.release_waiters(now)
 
     def member_ready(self, session: Session, now: float) -> None:
         """A member of shared groups acknowledged, connected or joined: it may take more."""
@@ -345,7 +415,8 @@ class Broker:
             for delivery in taken:
                 seen = delivery.state is not DeliveryState.QUEUED or delivery.dup
                 group.redelivered += 1
-                self._give_to_group(group, delivery.message, dup=seen)
+                if not self._give_to_group(group, delivery.message, dup=seen):
+                    self._group_dropped(group)
             if taken:
                 log.info("gave %d unfinished messages of %r to other members of %s",
                          len(taken), session.client_id, group.share_name)
@@ -415,7 +486,8 @@ class Broker:
                 session.shared_groups = tuple(g for g in session.shared_groups if g is not group)
                 # What was sent is still delivered to it [MQTT-3.10.4-3]; the rest goes on.
                 for delivery in session.take_queued(group):
-                    self._give_to_group(group, delivery.message, delivery.dup)
+                    if not self._give_to_group(group, delivery.message, delivery.dup):
+                        self._group_dropped(group)
                 break
         return True
 

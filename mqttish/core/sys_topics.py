@@ -87,6 +87,7 @@ class SysTree:
             "clients/maximum": str(stats.clients_maximum),
             "clients/total": str(stats.clients_total),
             "clients/expired": str(stats.clients_expired),
+            "clients/stalled": str(stats.consumers_stalled),
             "messages/received": str(stats.messages_received),
             "messages/sent": str(stats.messages_sent),
             "messages/stored": str(stats.store_messages),  # Mosquitto's older name

@@ -58,6 +58,9 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("mqttish_connection_errors",
      "Connections ended by an unexpected error in the broker (each logged with a traceback)",
      "connection_errors"),
+    ("mqttish_consumers_stalled",
+     "Clients found stalled: no progress for stall_timeout with a full queue",
+     "consumers_stalled"),
 )
 GAUGES: tuple[tuple[str, str, str], ...] = (
     ("mqttish_uptime_seconds", "Seconds since the broker started", "uptime"),

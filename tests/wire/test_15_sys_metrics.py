@@ -155,7 +155,7 @@ def test_sys_interval_zero_publishes_nothing(start_broker: Callable[..., BrokerT
 
 def test_metrics_counters_move(start_broker: Callable[..., BrokerThread]) -> None:
     broker = start_broker(listeners=websocket_listeners(), max_inflight_messages=1,
-                          max_queued_messages=1)
+                          max_queued_messages=1, stall_timeout=0.5)
     tcp_port, ws_port = broker.ports
     before = scrape(ws_port)
     assert before[("mqttish_build_info", (("version", "0.1.0"),))] == 1
@@ -169,7 +169,9 @@ def test_metrics_counters_move(start_broker: Callable[..., BrokerThread]) -> Non
         stalled.receive()
         # QoS 0, so that with a window of 1 the browser never waits for its own acks.
         browser.subscribe("flood", qos=0)
-        for _ in range(4):  # "stalled" never acknowledges: 1 in flight, 1 queued, 2 dropped
+        # "stalled" never acknowledges: 1 in flight, 1 queued, then after stall_timeout
+        # it stalls and holds the device back no more: 2 dropped.
+        for _ in range(4):
             device.publish("flood", b"reading", qos=1)
         browser.expect(4)
         after = scrape(ws_port)
@@ -182,6 +184,7 @@ def test_metrics_counters_move(start_broker: Callable[..., BrokerThread]) -> Non
     assert after[("mqttish_clients_connected", ())] == 3
     assert after[("mqttish_publish_messages_received_total", ())] == 4
     assert after[("mqttish_publish_messages_dropped_total", ())] == 2
+    assert after[("mqttish_consumers_stalled_total", ())] == 1
     received = ("mqttish_bytes_received_total", ())
     assert after[received] > before[received]
     assert after[("mqttish_listener_connections", ws)] == 1
