@@ -61,6 +61,7 @@ from mqttish.client.protocol import (
     matching_filter,
 )
 from mqttish.errors import RemoteProtocolError
+from mqttish.log_text import SENTENCE_LIMIT, clip
 from mqttish.protocol.packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -206,8 +207,8 @@ class _Queue:
 
     def _drop(self) -> None:
         if not self.behind:
-            log.warning("client %r: %s is %d QoS 0 messages behind; dropping new ones until it "
-                        "catches up", self.client.client_id, self.name, self.limit)
+            log.warning("client %s: %s is %d QoS 0 messages behind; dropping new ones until it "
+                        "catches up", clip(self.client.client_id), self.name, self.limit)
         self.behind += 1
         self.dropped += 1
         self.client.dropped += 1
@@ -222,8 +223,8 @@ class _Queue:
         else:
             delivery.release()
         if self.behind and not self.entries:
-            log.info("client %r: %s caught up after %d QoS 0 messages were dropped",
-                     self.client.client_id, self.name, self.behind)
+            log.info("client %s: %s caught up after %d QoS 0 messages were dropped",
+                     clip(self.client.client_id), self.name, self.behind)
             self.behind = 0
         return message
 
@@ -569,7 +570,7 @@ class Client:
         program dies before it is done. Messages the block never took are
         acknowledged when it ends, except with `manual_ack`.
         """
-        queue = _Queue(self, f"the consumer of {topic_filter!r}", self._options.message_buffer,
+        queue = _Queue(self, f"the consumer of {clip(topic_filter)}", self._options.message_buffer,
                        manual_ack)
         consumer = _Consumer(topic_filter, queue)
         self._consumers.append(consumer)  # before SUBSCRIBE: retained messages follow SUBACK
@@ -640,12 +641,12 @@ class Client:
                     raise
                 delay = backoff.delay(attempt)
                 attempt += 1
-                log.info("client %r: cannot connect to %s (%s); retrying in %.1f s",
-                         self.client_id, where, _describe(exc), delay)
+                log.info("client %s: cannot connect to %s (%s); retrying in %.1f s",
+                         clip(self.client_id), where, _describe(exc), delay)
                 await trio.sleep(delay)
                 continue
             log.log(logging.INFO if self._connections > 1 else logging.DEBUG,
-                    "client %r: connected to %s (%s session)", self.client_id, where,
+                    "client %s: connected to %s (%s session)", clip(self.client_id), where,
                     "resumed" if self.session_present else "new")
             attempt = 0
             task_status.started()
@@ -664,8 +665,8 @@ class Client:
                 return  # the server's answer to our DISCONNECT, not a loss
             delay = backoff.delay(attempt)
             attempt += 1
-            log.info("client %r: connection to %s lost (%s); reconnecting in %.1f s",
-                     self.client_id, where, reason, delay)
+            log.info("client %s: connection to %s lost (%s); reconnecting in %.1f s",
+                     clip(self.client_id), where, reason, delay)
             await trio.sleep(delay)
 
     async def _connect(self) -> trio.SocketStream:
@@ -766,7 +767,7 @@ class Client:
             case ServerDisconnected(disconnect=packet):
                 reason = f"the server disconnected: {reason_name(packet.reason_code)}"
                 if packet.properties.reason_string:
-                    reason += f": {packet.properties.reason_string}"
+                    reason += f": {clip(packet.properties.reason_string, SENTENCE_LIMIT)}"
                 return reason
         return None
 

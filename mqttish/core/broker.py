@@ -29,6 +29,7 @@ from mqttish.core.snapshot import (
 )
 from mqttish.core.subscriptions import Subscription, SubscriptionTree
 from mqttish.errors import RemoteProtocolError, protocol_error
+from mqttish.log_text import clip
 from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.store import Store
 from mqttish.protocol.packets import (
@@ -88,20 +89,20 @@ class Broker:
                 return ConnAck(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
         redirect = self.config.redirect
         if redirect is not None:
-            log.info("redirecting %r (%s) to %s", client_id, connection.peer, redirect.server)
+            log.info("redirecting %s (%s) to %s", clip(client_id), connection.peer, redirect.server)
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
         client = ClientInfo(client_id, packet.username, connection.peer, version)
         refusal = self._refusal(client, packet, connection)
         if refusal is not None:
-            log.info("refused %r (%s): %s", client_id, connection.peer, refusal.name)
+            log.info("refused %s (%s): %s", clip(client_id), connection.peer, refusal.name)
             return ConnAck(False, refusal)
 
         session = self.sessions.get(client_id)
         if session is not None and session.connection is not None:
             old = session.connection
-            log.info("client %r reconnected from %s: taking over its session", client_id,
+            log.info("client %s reconnected from %s: taking over its session", clip(client_id),
                      connection.peer)
             old.close(now, "session taken over by a new connection", ReasonCode.SESSION_TAKEN_OVER)
             session = self.sessions.get(client_id)  # gone if it was a clean session
@@ -131,9 +132,10 @@ class Broker:
             self.member_ready(session, now)
         if session.persistent:
             self.store.save_session(stored_session(session, now, with_messages=False))
-        log.info("client %r connected from %s (MQTT %s, keepalive %d, %s session)",
-                 client_id, connection.peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
-                 packet.keepalive, "resumed" if session_present else "new")
+        if self.config.connection_messages:
+            log.info("client %s connected from %s (MQTT %s, keepalive %d, %s session)",
+                     clip(client_id), connection.peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
+                     packet.keepalive, "resumed" if session_present else "new")
         properties = None
         if version == MQTT_5:
             properties = self._connack_properties(packet, assigned)
@@ -206,7 +208,8 @@ class Broker:
         client = connection.client
         assert client is not None
         reason = connection.close_reason or "connection closed"
-        log.info("client %r disconnected: %s", client.client_id, reason)
+        if self.config.connection_messages:
+            log.info("client %s disconnected: %s", clip(client.client_id), reason)
         self.hooks.on_disconnect(client, reason)
         will = connection.will
         if will is not None and not connection.graceful and not self.shutting_down:
@@ -225,7 +228,7 @@ class Broker:
             self._waiting[session.client_id] = session
 
     def _publish_will(self, client_id: str, will: Will, now: float) -> None:
-        log.info("publishing will of %r to %r", client_id, will.topic)
+        log.info("publishing will of %s to %s", clip(client_id), clip(will.topic))
         props = will.properties
         expiry = props.message_expiry_interval
         forwarded = props
@@ -340,8 +343,8 @@ class Broker:
                 group.redelivered += 1
                 self._give_to_group(group, delivery.message, dup=seen)
             if taken:
-                log.info("gave %d unfinished messages of %r to other members of %s",
-                         len(taken), session.client_id, group.share_name)
+                log.info("gave %d unfinished messages of %s to other members of %s",
+                         len(taken), clip(session.client_id), clip(group.share_name))
 
     def subscribe(self, connection: Connection, session: Session, request: SubscriptionRequest,
                   identifier: int | None, now: float) -> int:
@@ -361,7 +364,7 @@ class Broker:
         if not config.wildcard_subscriptions and has_wildcard(topic_filter):
             return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
         if not self.hooks.allowed(client, topic_filter, Access.SUBSCRIBE):
-            log.info("denied subscription to %r by %s", topic_filter, connection.name)
+            log.info("denied subscription to %s by %s", clip(topic_filter), connection.name)
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
@@ -422,7 +425,7 @@ class Broker:
                 if will is not None:
                     self._publish_will(session.client_id, will, now)
             if session.expires_at is not None and session.expires_at <= now:
-                log.info("session %r expired", session.client_id)
+                log.info("session %s expired", clip(session.client_id))
                 self.metrics.clients_expired += 1
                 self._end_session(session, now)
             elif session.will_at is None and session.expires_at is None:

@@ -30,6 +30,7 @@ from mqttish.core.hooks import Access, ClientInfo
 from mqttish.core.message import Message
 from mqttish.core.session import Delivery, DeliveryState, Session
 from mqttish.errors import MQTTError, RemoteProtocolError, protocol_error
+from mqttish.log_text import clip
 from mqttish.protocol.codec import NEED_DATA, PacketDecoder, encode
 from mqttish.protocol.packets import (
     MQTT_3_1_1,
@@ -130,7 +131,7 @@ class Connection:
         """How log lines name this connection."""
         if self.client is None:
             return self.peer
-        return f"{self.client.client_id!r} ({self.peer})"
+        return f"{clip(self.client.client_id)} ({self.peer})"
 
     @property
     def backlogged(self) -> bool:
@@ -352,8 +353,8 @@ class Connection:
     def _drop_oversize(self, message: Message) -> None:
         """[MQTT-3.1.2-25] a message too large for the client is discarded for it."""
         self.dropped()
-        log.info("dropping message on %r for %s: larger than its maximum packet size",
-                 message.topic, self.name)
+        log.info("dropping message on %s for %s: larger than its maximum packet size",
+                 clip(message.topic), self.name)
 
     def dropped(self) -> None:
         """Count a delivery lost for this client (the caller has counted it for its session)."""
@@ -428,7 +429,7 @@ class Connection:
                 props = _forwarded(props)
         hooks = self.broker.hooks
         if hooks.acl_hooks and not hooks.allowed(client, topic, Access.PUBLISH):
-            log.info("denied publish to %r by %s", topic, self.name)
+            log.info("denied publish to %s by %s", clip(topic), self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
         if qos == 2:
