@@ -51,6 +51,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("mqttish.broker")
 
 SYS_PREFIX = "$SYS/"
+MAX_PACKET_SIZE = 268_435_460  # what the protocol itself allows: no Maximum Packet Size
+
+
+def _unless(value: int, default: int) -> int | None:
+    """A CONNACK property's value, or None (not sent) when it is the spec's default."""
+    return None if value == default else value
 
 
 class Broker:
@@ -169,21 +175,27 @@ class Broker:
         return None
 
     def _connack_properties(self, packet: Connect, assigned: str | None) -> Properties:
-        """The limits an MQTT 5 client must respect, announced in CONNACK."""
+        """The limits an MQTT 5 client must respect, announced in CONNACK.
+
+        Like Mosquitto, only what differs from the spec's default is sent: an
+        absent property already means 65535 in flight, QoS 2, no packet size
+        limit, no topic aliases, and retain, wildcards, subscription ids and
+        shared subscriptions available.
+        """
         config = self.config
         requested = packet.properties.session_expiry_interval or 0
         granted = self.capped_expiry(requested)
         return Properties(
             assigned_client_identifier=assigned,
             session_expiry_interval=granted if granted != requested else None,
-            receive_maximum=config.max_inflight_messages,
-            maximum_qos=config.max_qos if config.max_qos < 2 else None,
-            retain_available=int(config.retain_available),
-            maximum_packet_size=config.max_packet_size,
-            topic_alias_maximum=self.topic_alias_maximum or None,
-            wildcard_subscription_available=int(config.wildcard_subscriptions),
-            subscription_identifier_available=int(config.subscription_identifiers),
-            shared_subscription_available=int(config.shared_subscriptions),
+            receive_maximum=_unless(config.max_inflight_messages, 65535),
+            maximum_qos=_unless(config.max_qos, 2),
+            retain_available=_unless(int(config.retain_available), 1),
+            maximum_packet_size=_unless(config.max_packet_size, MAX_PACKET_SIZE),
+            topic_alias_maximum=_unless(self.topic_alias_maximum, 0),
+            wildcard_subscription_available=_unless(int(config.wildcard_subscriptions), 1),
+            subscription_identifier_available=_unless(int(config.subscription_identifiers), 1),
+            shared_subscription_available=_unless(int(config.shared_subscriptions), 1),
             server_keep_alive=(
                 config.max_keepalive if packet.keepalive > config.max_keepalive else None
             ),
