@@ -117,7 +117,7 @@ class Actuator:
                         await self._handle(client, message)
 
                     await serve_subscription(client, self.events_filter, handle, self._stopper,
-                                             subscribed)
+                                             subscribed, keep=True)
                     nursery.cancel_scope.cancel()
                 with trio.move_on_after(GOODBYE_TIMEOUT) as goodbye:
                     goodbye.shield = True

@@ -182,7 +182,8 @@ class Monitor:
                 async def handle(message: Message) -> None:
                     await self._handle(client, message)
 
-                await serve_subscription(client, topic_filter, handle, self._stopper, subscribed)
+                await serve_subscription(client, topic_filter, handle, self._stopper, subscribed,
+                                         keep=True)
 
     async def _handle(self, client: Client, message: Message) -> None:
         fields = self._readings.parse(message.topic)

@@ -556,13 +556,21 @@ class Client:
         retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE,
         identifier: int | None = None,
         manual_ack: bool = False,
+        keep: bool = False,
     ) -> AsyncIterator[Messages]:
         """Subscribe for the duration of the block and receive just the matching messages.
 
         The messages are matched locally, so overlapping blocks each get a copy;
         matching messages already waiting in the inbox (a resumed session's)
         come first. Raises SubscribeError if the server refuses; unsubscribes on
-        exit unless another block still uses the same filter.
+        exit unless another block still uses the same filter, or `keep` is set.
+
+        `keep` is for a persistent session whose subscription must outlive the
+        program: a block that ends because the program stops leaves the
+        subscription in the session, so the server queues what is published
+        meanwhile, and the next run (clean start off) receives it. Do not end
+        such a block while the client goes on: its messages would wait in the
+        inbox.
 
         A QoS 1/2 message is acknowledged when the block takes it, or with
         `manual_ack` only when the application calls `message.ack()`: for
@@ -591,7 +599,7 @@ class Client:
                 for delivery in left:
                     delivery.release()
             still_used = any(other.topic_filter == topic_filter for other in self._consumers)
-            if subscribed and not still_used and self._state is not ClientState.CLOSED:
+            if subscribed and not (keep or still_used) and self._state is not ClientState.CLOSED:
                 # No need to wait for UNSUBACK: the block's messages are already unrouted.
                 self._protocol.unsubscribe((topic_filter,))
                 self._queue()

@@ -1,4 +1,4 @@
-"""Run `python -m mqttish` as a subprocess and wait for its log lines (never sleep)."""
+"""Run `python -m mqttish` (or a simulator) as a subprocess and wait for its log lines."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class BrokerProcess:
-    def __init__(self, *args: str) -> None:
+class PythonProgram:
+    """`python -m <module> <args>` in the repository, its stdout and stderr read line by line."""
+
+    def __init__(self, module: str, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mqttish", *args], cwd=ROOT,
+            [sys.executable, "-m", module, *args], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -50,3 +52,14 @@ class BrokerProcess:
 
     def text(self) -> str:
         return "".join(self.output)
+
+    def kill(self) -> None:
+        """End it at once if it still runs (a test that failed half way)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class BrokerProcess(PythonProgram):
+    def __init__(self, *args: str) -> None:
+        super().__init__("mqttish", *args)
