@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import BrokerThread
 from tests.e2e.broker_process import ROOT, PythonProgram, free_port
 
 Start = Callable[..., PythonProgram]
@@ -37,6 +38,23 @@ def start() -> Iterator[Start]:
 def ctrl_c(program: PythonProgram) -> None:
     program.process.send_signal(signal.SIGINT)
     assert program.wait() == 0, program.text()
+
+
+def test_the_building_logs_to_stderr_and_prints_its_summary_to_stdout(
+        broker: BrokerThread) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simulators", "scenario", "building", "--duration", "1",
+         "-h", "127.0.0.1", "-p", str(broker.port)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "scenario 'building' running: 4 sensors, a monitor, 4 actuators, seed 2024" \
+        in result.stderr
+    summary = result.stdout.splitlines()
+    assert summary[:3] == ["scenario summary:", "  scenario     building (seed 2024)",
+                           "  devices      4 sensors, a monitor, 4 actuators"]
+    readings = next(line for line in summary if line.startswith("  readings"))
+    assert int(readings.split()[1]) >= 4  # every sensor reads once as it starts
+    assert "summary" not in result.stderr
 
 
 def test_run_the_parts_apart_a_restarted_actuator_gets_the_event_it_missed(
