@@ -1,4 +1,4 @@
-"""Run `python -m mqttish` (or a simulator) as a subprocess and wait for its log lines."""
+"""Run `python -m mqttish` (or a simulator, or any program) and wait for its log lines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,13 +19,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class PythonProgram:
-    """`python -m <module> <args>` in the repository, its stdout and stderr read line by line."""
+class Program:
+    """A program, its stdout and stderr read line by line (never sleep: wait for a line)."""
 
-    def __init__(self, module: str, *args: str) -> None:
+    def __init__(self, command: Sequence[str], cwd: Path = ROOT,
+                 env: Mapping[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
@@ -58,6 +60,13 @@ class PythonProgram:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+class PythonProgram(Program):
+    """`python -m <module> <args>` in the repository."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        super().__init__([sys.executable, "-m", module, *args])
 
 
 class BrokerProcess(PythonProgram):

@@ -9,7 +9,6 @@ it is skipped with the reason. The screenshot lands in test-artifacts/.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BrokerThread
+from tests.conftest import BrokerThread, missing
 from tests.wire.paho_client import PahoClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +26,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-s
                  "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 LIVE_WITHIN_MS = 1000
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (required in CI)")
-    pytest.skip(reason)
 
 
 @pytest.fixture

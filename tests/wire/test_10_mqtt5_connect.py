@@ -1,28 +1,19 @@
 """MQTT 5.0 connection behaviour: limits in CONNACK, assigned ids, session expiry,
 server-initiated DISCONNECT reason codes, enhanced authentication, redirects."""
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from mqttish.protocol.packets import MQTT_5, ConnAck, Disconnect, Publish
 from mqttish.protocol.properties import Properties
 from mqttish.protocol.reason_codes import ReasonCode
-from tests.conftest import BrokerThread
+from tests.conftest import BrokerThread, missing
 from tests.e2e.broker_process import free_port
 from tests.wire.mqtt5 import props, v5
 from tests.wire.raw_client import RawClient
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (required in CI)")
-    pytest.skip(reason)
 
 
 def test_connack_announces_the_broker_limits(start_broker) -> None:  # type: ignore[no-untyped-def]
