@@ -102,6 +102,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...] = default_listeners()
     allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    connection_messages: bool = True  # log each client's connect and disconnect
 
     connect_timeout: float = 10.0
     max_keepalive: int = 65535

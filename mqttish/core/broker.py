@@ -30,6 +30,7 @@ from mqttish.core.snapshot import (
 )
 from mqttish.core.subscriptions import Match, Subscription, SubscriptionTree
 from mqttish.errors import RemoteProtocolError, protocol_error
+from mqttish.log_text import clip
 from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.store import Store
 from mqttish.protocol.packets import (
@@ -51,6 +52,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("mqttish.broker")
 
 SYS_PREFIX = "$SYS/"
+MAX_PACKET_SIZE = 268_435_460  # what the protocol itself allows: no Maximum Packet Size
+
+
+def _unless(value: int, default: int) -> int | None:
+    """A CONNACK property's value, or None (not sent) when it is the spec's default."""
+    return None if value == default else value
 
 
 class Broker:
@@ -89,20 +96,20 @@ class Broker:
                 return ConnAck(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
         redirect = self.config.redirect
         if redirect is not None:
-            log.info("redirecting %r (%s) to %s", client_id, connection.peer, redirect.server)
+            log.info("redirecting %s (%s) to %s", clip(client_id), connection.peer, redirect.server)
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
         client = ClientInfo(client_id, packet.username, connection.peer, version)
         refusal = self._refusal(client, packet, connection)
         if refusal is not None:
-            log.info("refused %r (%s): %s", client_id, connection.peer, refusal.name)
+            log.info("refused %s (%s): %s", clip(client_id), connection.peer, refusal.name)
             return ConnAck(False, refusal)
 
         session = self.sessions.get(client_id)
         if session is not None and session.connection is not None:
             old = session.connection
-            log.info("client %r reconnected from %s: taking over its session", client_id,
+            log.info("client %s reconnected from %s: taking over its session", clip(client_id),
                      connection.peer)
             old.close(now, "session taken over by a new connection", ReasonCode.SESSION_TAKEN_OVER)
             session = self.sessions.get(client_id)  # gone if it was a clean session
@@ -133,9 +140,10 @@ class Broker:
             self.member_ready(session, now)
         if session.persistent:
             self.store.save_session(stored_session(session, now, with_messages=False))
-        log.info("client %r connected from %s (MQTT %s, keepalive %d, %s session)",
-                 client_id, connection.peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
-                 packet.keepalive, "resumed" if session_present else "new")
+        if self.config.connection_messages:
+            log.info("client %s connected from %s (MQTT %s, keepalive %d, %s session)",
+                     clip(client_id), connection.peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
+                     packet.keepalive, "resumed" if session_present else "new")
         properties = None
         if version == MQTT_5:
             properties = self._connack_properties(packet, assigned)
@@ -176,21 +184,27 @@ class Broker:
         return self.hooks.allowed(client, topic, Access.PUBLISH)
 
     def _connack_properties(self, packet: Connect, assigned: str | None) -> Properties:
-        """The limits an MQTT 5 client must respect, announced in CONNACK."""
+        """The limits an MQTT 5 client must respect, announced in CONNACK.
+
+        Like Mosquitto, only what differs from the spec's default is sent: an
+        absent property already means 65535 in flight, QoS 2, no packet size
+        limit, no topic aliases, and retain, wildcards, subscription ids and
+        shared subscriptions available.
+        """
         config = self.config
         requested = packet.properties.session_expiry_interval or 0
         granted = self.capped_expiry(requested)
         return Properties(
             assigned_client_identifier=assigned,
             session_expiry_interval=granted if granted != requested else None,
-            receive_maximum=config.max_inflight_messages,
-            maximum_qos=config.max_qos if config.max_qos < 2 else None,
-            retain_available=int(config.retain_available),
-            maximum_packet_size=config.max_packet_size,
-            topic_alias_maximum=self.topic_alias_maximum or None,
-            wildcard_subscription_available=int(config.wildcard_subscriptions),
-            subscription_identifier_available=int(config.subscription_identifiers),
-            shared_subscription_available=int(config.shared_subscriptions),
+            receive_maximum=_unless(config.max_inflight_messages, 65535),
+            maximum_qos=_unless(config.max_qos, 2),
+            retain_available=_unless(int(config.retain_available), 1),
+            maximum_packet_size=_unless(config.max_packet_size, MAX_PACKET_SIZE),
+            topic_alias_maximum=_unless(self.topic_alias_maximum, 0),
+            wildcard_subscription_available=_unless(int(config.wildcard_subscriptions), 1),
+            subscription_identifier_available=_unless(int(config.subscription_identifiers), 1),
+            shared_subscription_available=_unless(int(config.shared_subscriptions), 1),
             server_keep_alive=(
                 config.max_keepalive if packet.keepalive > config.max_keepalive else None
             ),
@@ -216,7 +230,8 @@ class Broker:
         client = connection.client
         assert client is not None
         reason = connection.close_reason or "connection closed"
-        log.info("client %r disconnected: %s", client.client_id, reason)
+        if self.config.connection_messages:
+            log.info("client %s disconnected: %s", clip(client.client_id), reason)
         self.hooks.on_disconnect(client, reason)
         will = connection.will
         if will is not None and not connection.graceful and not self.shutting_down:
@@ -235,7 +250,7 @@ class Broker:
             self._waiting[session.client_id] = session
 
     def _publish_will(self, client_id: str, will: Will, now: float) -> None:
-        log.info("publishing will of %r to %r", client_id, will.topic)
+        log.info("publishing will of %s to %s", clip(client_id), clip(will.topic))
         props = will.properties
         expiry = props.message_expiry_interval
         forwarded = props
@@ -418,8 +433,8 @@ class Broker:
                 if not self._give_to_group(group, delivery.message, dup=seen):
                     self._group_dropped(group)
             if taken:
-                log.info("gave %d unfinished messages of %r to other members of %s",
-                         len(taken), session.client_id, group.share_name)
+                log.info("gave %d unfinished messages of %s to other members of %s",
+                         len(taken), clip(session.client_id), clip(group.share_name))
 
     def subscribe(self, connection: Connection, session: Session, request: SubscriptionRequest,
                   identifier: int | None, now: float) -> int:
@@ -439,7 +454,7 @@ class Broker:
         if not config.wildcard_subscriptions and has_wildcard(topic_filter):
             return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
         if not self.hooks.allowed(client, topic_filter, Access.SUBSCRIBE):
-            log.info("denied subscription to %r by %s", topic_filter, connection.name)
+            log.info("denied subscription to %s by %s", clip(topic_filter), connection.name)
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
@@ -501,7 +516,7 @@ class Broker:
                 if will is not None:
                     self._publish_will(session.client_id, will, now)
             if session.expires_at is not None and session.expires_at <= now:
-                log.info("session %r expired", session.client_id)
+                log.info("session %s expired", clip(session.client_id))
                 self.metrics.clients_expired += 1
                 self._end_session(session, now)
             elif session.will_at is None and session.expires_at is None:

@@ -32,6 +32,7 @@ from mqttish.core.hooks import ClientInfo
 from mqttish.core.message import Message
 from mqttish.core.session import Delivery, DeliveryState, Session
 from mqttish.errors import MQTTError, RemoteProtocolError, protocol_error
+from mqttish.log_text import clip
 from mqttish.protocol.codec import NEED_DATA, PacketDecoder, encode
 from mqttish.protocol.packets import (
     MQTT_3_1_1,
@@ -154,7 +155,7 @@ class Connection:
         """How log lines name this connection."""
         if self.client is None:
             return self.peer
-        return f"{self.client.client_id!r} ({self.peer})"
+        return f"{clip(self.client.client_id)} ({self.peer})"
 
     @property
     def wants_input(self) -> bool:
@@ -493,8 +494,8 @@ class Connection:
     def _drop_oversize(self, message: Message) -> None:
         """[MQTT-3.1.2-25] a message too large for the client is discarded for it."""
         self.dropped()
-        log.info("dropping message on %r for %s: larger than its maximum packet size",
-                 message.topic, self.name)
+        log.info("dropping message on %s for %s: larger than its maximum packet size",
+                 clip(message.topic), self.name)
 
     def dropped(self) -> None:
         """Count a delivery lost for this client (the caller has counted it for its session)."""
@@ -573,7 +574,7 @@ class Connection:
                 props = _forwarded(props)
         broker = self.broker
         if (broker.hooks.acl_hooks or topic[0] == "$") and not broker.may_publish(client, topic):
-            log.info("denied publish to %r by %s", topic, self.name)
+            log.info("denied publish to %s by %s", clip(topic), self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
         if qos == 2:

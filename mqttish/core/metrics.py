@@ -63,7 +63,8 @@ class SharedGroupStats:
 
     name: str
     topic_filter: str
-    members: int
+    members: int  # connected members: those that can be given a message now
+    sessions: int  # member sessions, connected or not (a killed worker's persistent one)
     delivered: int  # messages given to a member
     redelivered: int  # messages taken back from a departed member and given to another
     dropped: int  # messages lost to a full backlog or a member's full queue
@@ -118,8 +119,11 @@ def broker_stats(broker: Broker, now: float, started_at: float) -> BrokerStats:
             held_bytes += sum(len(d.message.payload) for d in queue)
             held_bytes += sum(len(d.message.payload) for d in inflight.values())
     groups = tuple(
-        SharedGroupStats(group.name, group.topic_filter, len(group.members), group.delivered,
-                         group.redelivered, group.dropped, len(group.backlog))
+        SharedGroupStats(
+            group.name, group.topic_filter,
+            sum(1 for member in group.members.values() if member.session.connection is not None),
+            len(group.members), group.delivered, group.redelivered, group.dropped,
+            len(group.backlog))
         for group in broker.subscriptions.groups()
     )
     return BrokerStats(
