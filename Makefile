@@ -28,6 +28,7 @@ run: $(VENV)/.runtime node_modules/.installed
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy

@@ -70,17 +70,14 @@ class Outgoing(Generic[F]):
 
         `reserved` are ids in use for other packets (a client's SUBSCRIBE, say).
         """
-        flights = self.flights
-        packet_id = self._next_id
-        if packet_id in flights or packet_id in reserved:
-            packet_id = self._free_id(packet_id, reserved)
-        self._next_id = packet_id % MAX_PACKET_ID + 1
+        packet_id = self.allocate(reserved)
         flight.state = FlightState.AWAITING_PUBACK if qos == 1 else FlightState.AWAITING_PUBREC
-        flights[packet_id] = flight
+        self.flights[packet_id] = flight
         return packet_id
 
-    def restore(self, packet_id: int, flight: F) -> None:
-        """Put back a flight of an earlier connection (from a store), in its state."""
+    def put(self, packet_id: int, flight: F) -> None:
+        """Keep a flight, in its state, under an id from `allocate` (or of an earlier
+        connection, restored from a store)."""
         self.flights[packet_id] = flight
 
     def acknowledged(self, packet_id: int) -> F | None:
@@ -119,13 +116,20 @@ class Outgoing(Generic[F]):
     def clear(self) -> None:
         self.flights.clear()
 
-    def _free_id(self, packet_id: int, reserved: Container[int]) -> int:
+    def allocate(self, reserved: Container[int] = ()) -> int:
+        """A packet id no flight uses, nor any of `reserved` [MQTT-2.2.1-3]."""
         flights = self.flights
-        for _ in range(MAX_PACKET_ID):
-            packet_id = packet_id % MAX_PACKET_ID + 1
-            if packet_id not in flights and packet_id not in reserved:
-                return packet_id
-        raise LocalProtocolError("[MQTT-2.2.1-3] all 65535 packet identifiers are in use")
+        packet_id = self._next_id
+        if packet_id in flights or packet_id in reserved:
+            for _ in range(MAX_PACKET_ID):
+                packet_id = packet_id % MAX_PACKET_ID + 1
+                if packet_id not in flights and packet_id not in reserved:
+                    break
+            else:
+                raise LocalProtocolError(
+                    "[MQTT-2.2.1-3] all 65535 packet identifiers are in use")
+        self._next_id = packet_id % MAX_PACKET_ID + 1
+        return packet_id
 
     def _end(self, packet_id: int, expected: FlightState) -> F | None:
         flight = self.flights.get(packet_id)
