@@ -1,0 +1,103 @@
+"""The fuzzer's only contact with the sans-IO core's API.
+
+The core is being refactored; the transport-facing calls (`receive_data`,
+`data_to_send`, and what the transport tells a connection about time and loss)
+and the bookkeeping the invariants read are used here and nowhere else in
+tests/fuzz, so a change of API is fixed in this one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mqttish.config import Config
+from mqttish.core.broker import Broker
+from mqttish.core.connection import Connection
+from mqttish.core.hooks import Hook
+from mqttish.core.session import DeliveryState
+
+PEER = "fuzz:1"
+
+
+class CoreClient:
+    """One network connection as a transport drives it: bytes in, bytes out."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, broker: Broker, now: float) -> None:
+        self._connection = Connection(broker, PEER, now)
+
+    def exchange(self, data: bytes, now: float) -> bytes:
+        """Hand the core what was read, and take everything it has to send."""
+        self._connection.receive_data(data, now)
+        return self._connection.data_to_send(now)
+
+    def drain(self, now: float) -> bytes:
+        """What the writer would send now (deliveries routed from other connections)."""
+        return self._connection.data_to_send(now)
+
+    def lose(self, now: float) -> None:
+        """The socket is gone (reset, or closed without DISCONNECT)."""
+        self._connection.connection_lost(now)
+
+    def expire(self, now: float) -> None:
+        """Tell the connection its read deadline passed, if it has."""
+        connection = self._connection
+        if connection.read_deadline(now) <= now:
+            connection.read_deadline_expired(now)
+
+    @property
+    def closed(self) -> bool:
+        return self._connection.closed
+
+    @property
+    def version(self) -> int:
+        """The protocol level the core encodes this connection's packets in."""
+        return self._connection.version
+
+
+def new_broker(config: Config, hooks: Sequence[Hook] = ()) -> Broker:
+    return Broker(config, hooks=hooks, now=0.0)
+
+
+def tick(broker: Broker, now: float) -> None:
+    """What the server's housekeeping task does once a second."""
+    broker.housekeeping(now)
+
+
+def bookkeeping_problems(broker: Broker) -> list[str]:
+    """Where the broker's session and in-flight bookkeeping is inconsistent or unbounded."""
+    config = broker.config
+    problems = []
+    online = 0
+    subscriptions = 0
+    for client_id, session in broker.sessions.items():
+        name = f"session {client_id!r}"
+        if session.client_id != client_id:
+            problems.append(f"{name} is filed under another id ({session.client_id!r})")
+        connection = session.connection
+        if connection is not None:
+            online += 1
+            if connection.closed or connection.session is not session:
+                problems.append(f"{name} is attached to {connection!r}, which is not its own")
+        if len(session.queue) > config.max_queued_messages:
+            problems.append(f"{name} queues {len(session.queue)} messages")
+        if config.max_queued_bytes and session.queued_bytes > config.max_queued_bytes:
+            problems.append(f"{name} queues {session.queued_bytes} bytes")
+        if len(session.inflight) > config.max_inflight_messages:
+            problems.append(f"{name} has {len(session.inflight)} messages in flight")
+        for packet_id, delivery in session.inflight.items():
+            if delivery.packet_id != packet_id or not 0 < packet_id <= 0xFFFF:
+                problems.append(f"{name} files {delivery!r} under packet id {packet_id}")
+            if delivery.state is DeliveryState.QUEUED or delivery.qos == 0:
+                problems.append(f"{name} has {delivery!r} in flight")
+        if len(session.incoming_qos2) > 0xFFFF:
+            problems.append(f"{name} holds {len(session.incoming_qos2)} QoS 2 ids")
+        subscriptions += len(session.subscriptions)
+    if online != broker.metrics.clients_connected:
+        problems.append(f"{online} sessions are online but clients_connected is "
+                        f"{broker.metrics.clients_connected}")
+    if subscriptions != broker.subscriptions.count:
+        problems.append(f"sessions hold {subscriptions} subscriptions, the tree "
+                        f"{broker.subscriptions.count}")
+    return problems
