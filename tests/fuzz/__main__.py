@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import logging
 import os
 import platform
 import sys
@@ -56,7 +55,6 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["replay"]:
         return replay_main(argv[1:])
     args = parser().parse_args(argv)
-    logging.getLogger("mqttish").setLevel(logging.CRITICAL + 1)  # the core's own warnings
     started = time.monotonic()
     core = wire = None
     if args.phase in ("both", "core"):
@@ -139,12 +137,13 @@ def _wire_lines(args: argparse.Namespace, wire: WireReport) -> list[str]:
         f"- Heartbeat (QoS 1, every 100 ms, bound {args.latency_bound:g} s): {wire.heartbeats:,} "
         f"sent, {wire.missed} missed, {wire.late} late; latency p50 "
         f"{percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, max "
-        f"{max(ms, default=0):.1f} ms; longest silence {wire.max_gap * 1000:.0f} ms",
+        f"{max(ms, default=0):.1f} ms; longest silence between two {wire.max_gap * 1000:.0f} ms",
         f"- Broker processes: {wire.rounds}; exit status after SIGTERM: "
         + (", ".join(str(code) for code in wire.exit_codes) or "-"),
         "- mqttish_connection_errors_total: "
         + ("not exported by this broker" if wire.connection_errors is None
            else str(wire.connection_errors)),
+        f"- Longest line in the broker's log: {wire.longest_log_line:,} characters",
     ]
     if wire.heartbeat_disconnects:
         causes = ", ".join(sorted(set(wire.heartbeat_disconnects)))

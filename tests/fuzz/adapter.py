@@ -4,11 +4,19 @@ The core is being refactored; the transport-facing calls (`receive_data`,
 `data_to_send`, and what the transport tells a connection about time and loss)
 and the bookkeeping the invariants read are used here and nowhere else in
 tests/fuzz, so a change of API is fixed in this one file.
+
+The core turns an unexpected exception into an internal error: it logs it with
+its traceback, counts it in `Metrics.connection_errors` and closes that
+connection. For the fuzzer that is still a bug, so `internal_errors()`
+collects those exceptions from the log records and `CoreClient` raises them
+again, as if they had escaped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from mqttish.config import Config
 from mqttish.core.broker import Broker
@@ -19,8 +27,54 @@ from mqttish.core.session import DeliveryState
 PEER = "fuzz:1"
 
 
+class InternalErrors(logging.Handler):
+    """The exceptions the core logged as internal errors, waiting to be raised again."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.caught: list[BaseException] = []
+        self.depth = 0  # `internal_errors()` blocks entered
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.caught.append(record.exc_info[1])
+
+    def raise_first(self) -> None:
+        if self.caught:
+            error, self.caught = self.caught[0], []
+            raise error
+
+
+_errors = InternalErrors()
+
+
+@contextmanager
+def internal_errors() -> Iterator[None]:
+    """While fuzzing: the core's internal errors are raised again by `CoreClient`, and its
+    other log records (a warning per refused client) are dropped."""
+    logger = logging.getLogger("mqttish")
+    saved = logger.level, logger.propagate
+    if not _errors.depth:
+        logger.addHandler(_errors)
+        logger.setLevel(logging.ERROR)
+        logger.propagate = False
+    _errors.depth += 1
+    try:
+        yield
+    finally:
+        _errors.depth -= 1
+        if not _errors.depth:
+            logger.removeHandler(_errors)
+            logger.level, logger.propagate = saved
+            _errors.caught.clear()
+
+
 class CoreClient:
-    """One network connection as a transport drives it: bytes in, bytes out."""
+    """One network connection as a transport drives it: bytes in, bytes out.
+
+    Inside `internal_errors()`, an internal error the core logged and swallowed is
+    raised from the call that caused it.
+    """
 
     __slots__ = ("_connection",)
 
@@ -30,21 +84,28 @@ class CoreClient:
     def exchange(self, data: bytes, now: float) -> bytes:
         """Hand the core what was read, and take everything it has to send."""
         self._connection.receive_data(data, now)
-        return self._connection.data_to_send(now)
+        _errors.raise_first()
+        output = self._connection.data_to_send(now)
+        _errors.raise_first()
+        return output
 
     def drain(self, now: float) -> bytes:
         """What the writer would send now (deliveries routed from other connections)."""
-        return self._connection.data_to_send(now)
+        output = self._connection.data_to_send(now)
+        _errors.raise_first()
+        return output
 
     def lose(self, now: float) -> None:
         """The socket is gone (reset, or closed without DISCONNECT)."""
         self._connection.connection_lost(now)
+        _errors.raise_first()
 
     def expire(self, now: float) -> None:
         """Tell the connection its read deadline passed, if it has."""
         connection = self._connection
         if connection.read_deadline(now) <= now:
             connection.read_deadline_expired(now)
+        _errors.raise_first()
 
     @property
     def closed(self) -> bool:
@@ -63,6 +124,12 @@ def new_broker(config: Config, hooks: Sequence[Hook] = ()) -> Broker:
 def tick(broker: Broker, now: float) -> None:
     """What the server's housekeeping task does once a second."""
     broker.housekeeping(now)
+    _errors.raise_first()
+
+
+def connection_errors(broker: Broker) -> int:
+    """Connections the core closed for an internal error (a bug) since it started."""
+    return broker.metrics.connection_errors
 
 
 def bookkeeping_problems(broker: Broker) -> list[str]:
@@ -101,3 +168,8 @@ def bookkeeping_problems(broker: Broker) -> list[str]:
         problems.append(f"sessions hold {subscriptions} subscriptions, the tree "
                         f"{broker.subscriptions.count}")
     return problems
+
+
+def in_flight(broker: Broker) -> dict[str, int]:
+    """QoS 1 and 2 deliveries awaiting acknowledgement, by client id."""
+    return {client_id: len(session.inflight) for client_id, session in broker.sessions.items()}

@@ -33,9 +33,17 @@ from mqttish.core.hooks import Access, ClientInfo, Decision, Hook
 from mqttish.errors import MQTTError
 from mqttish.protocol.codec import NEED_DATA, PacketDecoder
 from mqttish.protocol.packets import Connect, Packet
-from tests.fuzz.adapter import CoreClient, bookkeeping_problems, new_broker, tick
+from tests.fuzz.adapter import (
+    CoreClient,
+    bookkeeping_problems,
+    connection_errors,
+    internal_errors,
+    new_broker,
+    tick,
+)
 from tests.fuzz.clients import Ending, FuzzClient
 from tests.fuzz.minimise import ddmin
+from tests.fuzz.mutations import packets_in
 from tests.fuzz.seeds import Corpus, build_corpus
 
 
@@ -146,17 +154,21 @@ class Episode:
 
     def check(self) -> None:
         problems = bookkeeping_problems(self.broker)
+        if connection_errors(self.broker):
+            problems.append(f"{connection_errors(self.broker)} connections ended in an "
+                            "internal error")
         if problems:
             raise BrokenInvariant("; ".join(problems[:3]))
 
 
 def replay(config_name: str, events: Sequence[Event], check_at_end: bool = False) -> None:
-    """Run events on a fresh broker; raises what they raise."""
-    episode = Episode(config_name)
-    for event in events:
-        episode.apply(event)
-    if check_at_end:
-        episode.check()
+    """Run events on a fresh broker; raises what they raise (internal errors included)."""
+    with internal_errors():
+        episode = Episode(config_name)
+        for event in events:
+            episode.apply(event)
+        if check_at_end:
+            episode.check()
 
 
 # ----------------------------------------------------------------------------- failures
@@ -223,6 +235,9 @@ def minimise(failure: Failure, seconds: float) -> None:
     last = [] if failure.check_at_end else events[-1:]
     body = events[:len(events) - len(last)]
     events = ddmin(body, lambda kept: same(kept + last), deadline) + last
+    merged = _merged_feeds(events)
+    if merged != events and same(merged):
+        events = merged
     for index in reversed(range(len(events))):
         kind, _, _, data = events[index]
         if kind == "feed" and len(data) > 1:
@@ -230,15 +245,31 @@ def minimise(failure: Failure, seconds: float) -> None:
     failure.events = events
 
 
+def _merged_feeds(events: list[Event]) -> list[Event]:
+    """Consecutive reads of one connection as one read (at the time of the first)."""
+    merged: list[Event] = []
+    for event in events:
+        kind, number, _, data = event
+        if merged and kind == "feed" and merged[-1][0] == "feed" and merged[-1][1] == number:
+            first = merged[-1]
+            merged[-1] = (kind, number, first[2], first[3] + data)
+        else:
+            merged.append(event)
+    return merged
+
+
 def _shrink_feed(events: list[Event], index: int, same: Callable[[list[Event]], bool],
                  deadline: float) -> list[Event]:
-    """`events` with the bytes of feed `index` minimised."""
+    """`events` with feed `index` minimised: whole packets first, then bytes."""
     kind, number, now, data = events[index]
 
-    def with_data(kept: list[int]) -> list[Event]:
-        return [*events[:index], (kind, number, now, bytes(kept)), *events[index + 1:]]
+    def with_data(kept: bytes) -> list[Event]:
+        return [*events[:index], (kind, number, now, kept), *events[index + 1:]]
 
-    return with_data(ddmin(list(data), lambda kept: same(with_data(kept)), deadline))
+    packets = ddmin(packets_in(data), lambda kept: same(with_data(b"".join(kept))), deadline)
+    data = b"".join(packets)
+    kept = ddmin(list(data), lambda kept: same(with_data(bytes(kept))), deadline)
+    return with_data(bytes(kept))
 
 
 def load_reproducer(path: Path) -> tuple[str, list[Event], bool]:
@@ -292,18 +323,19 @@ def run_core(seed: int, packets: int, out_dir: Path | None = None,
     started = time.monotonic()
     names = list(CONFIG_WEIGHTS)
     weights = list(CONFIG_WEIGHTS.values())
-    while report.packets < packets:
-        config_name = rng.choices(names, weights)[0]
-        episode = Episode(config_name)
-        report.episodes += 1
-        try:
-            _run_episode(rng, corpus, episode, report, packets)
-        except _EpisodeFailed as failed:
-            _record(report, episode, failed, out_dir, minimise_seconds)
-        report.events += len(episode.events)
-        report.seconds = time.monotonic() - started
-        if progress is not None:
-            progress(report)
+    with internal_errors():
+        while report.packets < packets:
+            config_name = rng.choices(names, weights)[0]
+            episode = Episode(config_name)
+            report.episodes += 1
+            try:
+                _run_episode(rng, corpus, episode, report, packets)
+            except _EpisodeFailed as failed:
+                _record(report, episode, failed, out_dir, minimise_seconds)
+            report.events += len(episode.events)
+            report.seconds = time.monotonic() - started
+            if progress is not None:
+                progress(report)
     return report
 
 

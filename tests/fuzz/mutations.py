@@ -52,6 +52,29 @@ def split(data: bytes) -> tuple[int, bytes] | None:
     return None
 
 
+def packets_in(data: bytes) -> list[bytes]:
+    """A byte stream cut where its fixed headers say packets end (any rest is one piece)."""
+    pieces = []
+    pos = 0
+    while pos < len(data):
+        length = shift = 0
+        end = None
+        for index in range(pos + 1, min(pos + 5, len(data))):
+            byte = data[index]
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                end = index + 1 + length
+                break
+            shift += 7
+        if end is None or end > len(data):
+            break
+        pieces.append(data[pos:end])
+        pos = end
+    if pos < len(data):
+        pieces.append(data[pos:])
+    return pieces
+
+
 def frame(first: int, body: bytes) -> bytes:
     return bytes((first,)) + encode_varint(min(len(body), MAX_VARINT)) + body
 

@@ -11,6 +11,7 @@ reaches routing, deliveries, acknowledgements and takeovers.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def draw(strategy: st.SearchStrategy[Packet], count: int, seed: int) -> list[Pac
     return found
 
 
-def build_corpus(seed: int, per_version: int = 300) -> Corpus:
+@functools.cache  # drawing takes seconds; both phases (and tests) share one per seed
+def build_corpus(seed: int, per_version: int = 150) -> Corpus:
     by_version: dict[int, list[bytes]] = {version: [] for version in VERSIONS}
     for version, data, _ in TABLE:
         by_version[version].append(data)

@@ -93,15 +93,17 @@ _LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 class BrokerProcess:
     """`python -m mqttish` on free ports; its log is scanned for tracebacks as it comes."""
 
-    def __init__(self, log_path: Path, on_error: Callable[[str, str], None]) -> None:
+    def __init__(self, log_path: Path, on_error: Callable[[str, str], None],
+                 command: list[str] | None = None) -> None:
         self.workdir = tempfile.TemporaryDirectory(prefix="mqttish-fuzz-")
         config = Path(self.workdir.name) / "fuzz.yaml"
         config.write_text(CONFIG)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mqttish", "-c", str(config)], cwd=ROOT,
+            command or [sys.executable, "-m", "mqttish", "-c", str(config)], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, errors="replace")
         self.ports: list[int] = []
+        self.longest_line = 0  # log lines must not echo unbounded client input
         self.ready = threading.Event()
         self.tail: collections.deque[str] = collections.deque(maxlen=200)
         self.on_error = on_error  # (exception line, log line that named the connection)
@@ -120,6 +122,7 @@ class BrokerProcess:
                 self.log.write(line)
                 written += len(line)
             self.tail.append(line)
+            self.longest_line = max(self.longest_line, len(line))
             if not self.ready.is_set():
                 match = LISTENING.search(line)
                 if match:
@@ -217,7 +220,8 @@ class Transcript:
 
 @dataclass
 class WireReport:
-    seconds: float = 0.0
+    latency_bound: float  # seconds within which each heartbeat must come back
+    seconds: float = 0.0  # fuzzing, not counting broker start-ups
     rounds: int = 0
     connections: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
@@ -231,27 +235,26 @@ class WireReport:
     heartbeats: int = 0
     missed: int = 0
     late: int = 0  # came back, but later than the bound
-    max_gap: float = 0.0
+    max_gap: float = 0.0  # the longest time without a heartbeat coming back
     heartbeat_disconnects: list[str] = field(default_factory=list)
     connection_errors: int | None = None  # mqttish_connection_errors_total; None: not exported
     reproducers: list[str] = field(default_factory=list)
+    longest_log_line: int = 0  # characters
 
     @property
     def ok(self) -> bool:
         return (not self.deaths and not self.errors and not self.missed and not self.late
-                and not self.heartbeat_disconnects and not self.connection_errors
-                and all(code == 0 for code in self.exit_codes))
+                and self.max_gap <= self.latency_bound and not self.heartbeat_disconnects
+                and not self.connection_errors and all(code == 0 for code in self.exit_codes))
 
 
 class Round:
     """One broker process, the heartbeat, and the fuzz connections against them."""
 
-    def __init__(self, report: WireReport, corpus: Corpus, out_dir: Path | None,
-                 latency_bound: float) -> None:
+    def __init__(self, report: WireReport, corpus: Corpus, out_dir: Path | None) -> None:
         self.report = report
         self.corpus = corpus
         self.out_dir = out_dir
-        self.latency_bound = latency_bound
         self.active: dict[int, Transcript] = {}
         self.recent: collections.OrderedDict[int, Transcript] = collections.OrderedDict()
         self.errors: list[tuple[str, str]] = []  # (exception, context) from the log thread
@@ -270,15 +273,19 @@ class Round:
         with self.lock:
             self.errors.append((exception, context))
 
-    async def run(self, seed: int, until: float, workers: int, log_path: Path) -> None:
+    async def run(self, seed: int, seconds: float, workers: int, log_path: Path) -> float:
+        """Fuzz for at most `seconds` once the broker and heartbeat are ready; return the
+        time spent fuzzing (less if the broker died)."""
         broker = await trio.to_thread.run_sync(BrokerProcess, log_path, self._on_error)
         died = False
+        spent = 0.0
         try:
             ports = await trio.to_thread.run_sync(broker.wait_ready)
             heartbeat = await trio.to_thread.run_sync(HeartbeatProcess, ports[0])
             self.report.rounds += 1
+            started = trio.current_time()
             async with trio.open_nursery() as nursery:
-                nursery.cancel_scope.deadline = until
+                nursery.cancel_scope.deadline = started + seconds
 
                 async def watch() -> None:
                     nonlocal died
@@ -291,6 +298,7 @@ class Round:
                 for index in range(workers):
                     rng = random.Random(seed * 1000 + index)
                     nursery.start_soon(self._worker, rng, ports, index % 3, nursery)
+            spent = trio.current_time() - started
             beats = await trio.to_thread.run_sync(heartbeat.stop)
             self._heartbeat(beats)
             if died:
@@ -300,9 +308,12 @@ class Round:
                                                      await scrape_connection_errors(ports[1]))
         finally:
             code = await trio.to_thread.run_sync(broker.stop)
+            self.report.longest_log_line = max(self.report.longest_log_line,
+                                               broker.longest_line)
             if not died:
                 self.report.exit_codes.append(code)
             self._logged_errors()
+        return spent
 
     def _heartbeat(self, beats: dict[str, Any]) -> None:
         report = self.report
@@ -310,7 +321,7 @@ class Round:
         report.heartbeats += beats["sent"]
         report.latencies.extend(latencies)
         report.missed += len(beats["missed"])
-        report.late += sum(1 for latency in latencies if latency > self.latency_bound)
+        report.late += sum(1 for latency in latencies if latency > report.latency_bound)
         report.max_gap = max(report.max_gap, beats["max_gap"])
         report.heartbeat_disconnects.extend(beats["disconnects"])
 
@@ -547,21 +558,18 @@ def _add(total: int | None, value: int | None) -> int | None:
 def run_wire(seed: int, seconds: float, workers: int = 12, out_dir: Path | None = None,
              latency_bound: float = 1.0, log_path: Path | None = None) -> WireReport:
     """Fuzz a live broker for `seconds`; the same seed sends the same inputs."""
-    report = WireReport()
+    report = WireReport(latency_bound)
     corpus = build_corpus(seed)
     log = log_path or Path(tempfile.gettempdir()) / f"mqttish-fuzz-broker-{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
 
     async def main() -> None:
-        started = trio.current_time()
-        until = started + seconds
         for round_number in range(MAX_ROUNDS):
-            await Round(report, corpus, out_dir, latency_bound).run(
-                seed + round_number, until, workers, log)
-            if trio.current_time() >= until:
+            report.seconds += await Round(report, corpus, out_dir).run(
+                seed + round_number, seconds - report.seconds, workers, log)
+            if report.seconds >= seconds:
                 break
-        report.seconds = trio.current_time() - started
 
     trio.run(main)
     return report
