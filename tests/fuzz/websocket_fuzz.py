@@ -17,6 +17,8 @@ import base64
 import random
 import zlib
 
+from mqttish.protocol.wire import encode_varint
+
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 DEFLATE_OFFERS = (
@@ -237,9 +239,13 @@ class Framer:
         return b"".join(rng.sample(frames, rng.randint(0, len(frames))))
 
     def oversized(self) -> bytes:
-        """A frame larger than any MQTT packet the broker accepts."""
-        size = self.rng.choice((1 << 20, 3 << 20))
-        if self.compress and self.rng.random() < 0.5:
-            return self.frame(BINARY, self._deflated(b"\x30" + b"\xff" * 3 + b"\x7f" + bytes(size)),
-                         rsv=4)  # a deflate bomb: megabytes from kilobytes
-        return self.frame(BINARY, bytes(size))
+        """A frame of megabytes: a PUBLISH just under the broker's default maximum packet
+        size, or more than any packet may be; compressed, a deflate bomb."""
+        rng = self.rng
+        if rng.random() < 0.5:
+            data = b"\x30" + encode_varint(1_000_000) + b"\x00\x01a" + bytes(1_000_000 - 3)
+        else:
+            data = bytes(rng.choice((1 << 20, 3 << 20)))  # packet type 0, and then some
+        if self.compress and rng.random() < 0.5:
+            return self.frame(BINARY, self._deflated(data), rsv=4)  # kilobytes on the wire
+        return self.frame(BINARY, data)

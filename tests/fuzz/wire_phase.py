@@ -48,10 +48,12 @@ from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 from tests.fuzz.clients import Ending, FuzzClient
 from tests.fuzz.seeds import Corpus, build_corpus
 from tests.fuzz.websocket_fuzz import (
+    BINARY,
     CLOSE,
     Framer,
     accepted_extensions,
     close_payload,
+    frame,
     upgrade_request,
 )
 
@@ -422,7 +424,8 @@ class Round:
         client = self._client(rng)
         closed = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_read_into, stream, client.observe_bytes, closed)
+            if rng.random() >= 0.1:  # else a client that never reads what it is sent
+                nursery.start_soon(_read_into, stream, client.observe_bytes, closed)
             while (reads := client.next_reads()) is not None:
                 for data in reads:
                     await self._send(stream, transcript, data)
@@ -444,16 +447,22 @@ class Round:
                          transcript: Transcript, port: int) -> bool:
         weirdness = rng.choice((0.0, 0.0, 0.02, 0.1, 0.3, 0.8))
         request = upgrade_request(rng, f"127.0.0.1:{port}", "/mqtt", weirdness)
+        client = self._client(rng)
+        if rng.random() < 0.15:  # MQTT right behind the request, before the 101 comes back
+            early = client.next_reads() or []
+            request += b"".join(frame(BINARY, data, key=rng.randbytes(4)) for data in early)
+        elif rng.random() < 0.03:  # part of a request, then silence
+            request = request[:rng.randrange(1, len(request))]
         await self._send(stream, transcript, request)
-        head = await _response_head(stream)
+        head, rest = await _response_head(stream)
         status = head.split(b" ", 2)[1].decode("ascii", "replace") if b" " in head else "none"
         self.report.handshakes[status] += 1
         if status != "101":
             return False
         extensions = accepted_extensions(head)
         framer = Framer(rng, extensions, weirdness)
-        client = self._client(rng)
         reader = _ServerFrames(extensions, client.observe_bytes)
+        reader.feed(rest)
         closed = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_into, stream, reader.feed, closed)
@@ -517,8 +526,9 @@ async def _drain(stream: trio.SocketStream) -> None:
     await _read_into(stream, lambda data: None)
 
 
-async def _response_head(stream: trio.SocketStream) -> bytes:
-    """The HTTP response head (status line and headers), or what came before EOF."""
+async def _response_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
+    """The HTTP response head (status line and headers), or what came before EOF, and
+    what came after it (the first WebSocket frames)."""
     head = b""
     with trio.move_on_after(5.0):
         while b"\r\n\r\n" not in head and len(head) < 65536:
@@ -526,7 +536,8 @@ async def _response_head(stream: trio.SocketStream) -> bytes:
             if not data:
                 break
             head += data
-    return head.split(b"\r\n\r\n", 1)[0]
+    head, _, rest = head.partition(b"\r\n\r\n")
+    return head, rest
 
 
 async def scrape_connection_errors(port: int) -> int | None:
