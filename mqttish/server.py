@@ -16,6 +16,7 @@ Every `sys_interval` seconds a task publishes the `$SYS/broker/...` tree
 from __future__ import annotations
 
 import logging
+import socket
 from functools import partial
 
 import trio
@@ -26,6 +27,7 @@ from mqttish.core.broker import Broker
 from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats, broker_stats
 from mqttish.core.sys_topics import SysTree
+from mqttish.transport import multiplexer as multiplexing
 from mqttish.transport.connection import serve_connection
 from mqttish.transport.http import Site, serve_http
 from mqttish.transport.listeners import (
@@ -72,16 +74,25 @@ class Server:
         ]
         if any(lc.protocol == "websocket" for lc in config.listeners):
             self._site = Site(MetricsExporter(self.scrape).render)
+        multiplexer = None
+        if multiplexing.AVAILABLE and any(map(self._multiplexed, config.listeners)):
+            multiplexer = multiplexing.Multiplexer(broker)
         async with trio.open_nursery() as nursery:
+            if multiplexer is not None:
+                await nursery.start(multiplexer.run)
             with trio.CancelScope() as accepting:
                 async with trio.open_nursery() as services:
                     for (listener_config, listeners), stats in zip(
                             bound, self.listener_stats, strict=True):
-                        serve = partial(self._serve, broker, listener_config, stats, nursery)
+                        limit = listener_config.max_connections
                         for listener in listeners:
-                            services.start_soon(accept_connections, listener,
-                                                listener_config.max_connections, stats, serve,
-                                                nursery)
+                            if multiplexer is not None and self._multiplexed(listener_config):
+                                sock = socket.socket(fileno=listener.socket.detach())
+                                multiplexer.add_listener(sock, limit, stats)
+                                continue
+                            serve = partial(self._serve, broker, listener_config, stats, nursery)
+                            services.start_soon(accept_connections, listener, limit, stats,
+                                                serve, nursery)
                         self._log_listener(listener_config, stats.port)
                     services.start_soon(self._housekeeping, broker)
                     services.start_soon(self._publish_sys, broker)
@@ -89,12 +100,21 @@ class Server:
                     await self._shutdown.wait()
                     accepting.cancel()
             log.info("shutting down")
+            if multiplexer is not None:
+                multiplexer.stop_accepting()
             broker.shutdown(trio.current_time())
             with trio.move_on_after(SHUTDOWN_GRACE):
                 if self._mqtt_tasks:
                     await self._all_closed.wait()
+                if multiplexer is not None:
+                    await multiplexer.wait_closed()
             nursery.cancel_scope.cancel()
         log.info("stopped")
+
+    @staticmethod
+    def _multiplexed(listener: ListenerConfig) -> bool:
+        """Plain TCP listeners are served by the multiplexer (transport/multiplexer.py)."""
+        return listener.protocol == "mqtt"
 
     async def _serve(self, broker: Broker, listener: ListenerConfig, stats: ListenerStats,
                      spawner: trio.Nursery, stream: trio.abc.Stream) -> None:
