@@ -47,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
                         help="time to minimise each new core failure")
     parser.add_argument("--out", type=Path, default=Path(".fuzz"),
                         help="where reproducers and the broker's log go")
+    parser.add_argument("--broker-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a configuration key for the live broker (repeatable), "
+                             "e.g. stall_timeout=0.5")
     parser.add_argument("--doc", type=Path, help="write the results into this Markdown file")
     return parser
 
@@ -64,7 +67,7 @@ def main(argv: list[str]) -> int:
     if args.phase in ("both", "wire"):
         print(f"wire phase: {args.wire_seconds:g} s against a live broker ...", file=sys.stderr)
         wire = run_wire(args.seed, args.wire_seconds, args.workers, args.out,
-                        args.latency_bound, args.out / "broker.log")
+                        args.latency_bound, args.out / "broker.log", tuple(args.broker_option))
     lines = summary(args, core, wire, time.monotonic() - started)
     print("\n".join(lines))
     if args.doc is not None:
@@ -128,7 +131,8 @@ def _wire_lines(args: argparse.Namespace, wire: WireReport) -> list[str]:
         "",
         "**Live broker**",
         "",
-        f"- {wire.seconds:.0f} s, {args.workers} fuzz connections at a time, "
+        f"- {wire.seconds:.0f} s, {args.workers} fuzz connections at a time, broker options: "
+        f"{', '.join(args.broker_option) or 'none (defaults)'}, "
         f"{sum(wire.connections.values()):,} connections ("
         + ", ".join(f"{kind} {count:,}" for kind, count in sorted(wire.connections.items()))
         + f"), {wire.packets:,} MQTT packets, {wire.bytes_sent / 1e6:,.1f} MB sent",

@@ -44,6 +44,7 @@ class Heartbeat:
         self.received_at: list[float] = []
         self.disconnects: list[str] = []
         self.stopping = False
+        self.started = self.stopped = 0.0  # when publishing started and stopped
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
@@ -74,13 +75,14 @@ class Heartbeat:
 
     def beat(self, stop: threading.Event) -> None:
         seq = 0
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         while not stop.is_set():
             with self.lock:
                 self.sent[seq] = time.monotonic()
             self.client.publish(self.topic, str(seq).encode(), qos=1)
             seq += 1
             stop.wait(max(0.0, started + seq * INTERVAL - time.monotonic()))
+        self.stopped = time.monotonic()
         with self.lock:  # stragglers get DRAIN seconds; any that never come are reported
             self.lock.wait_for(lambda: len(self.latencies) == len(self.sent), DRAIN)
         self.stopping = True
@@ -89,7 +91,11 @@ class Heartbeat:
 
     def report(self) -> dict[str, Any]:
         with self.lock:
-            received = sorted(self.received_at)
+            # Silences: from the start to the first heartbeat back, between two, and from
+            # the last one back to the end (if any never came back).
+            received = [self.started, *sorted(self.received_at)]
+            if len(self.latencies) < len(self.sent):
+                received.append(self.stopped)
             gaps = [b - a for a, b in itertools.pairwise(received)]
             return {
                 "sent": len(self.sent),

@@ -96,10 +96,12 @@ class BrokerProcess:
     """`python -m mqttish` on free ports; its log is scanned for tracebacks as it comes."""
 
     def __init__(self, log_path: Path, on_error: Callable[[str, str], None],
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, options: tuple[str, ...] = ()) -> None:
+        """`options`: more top-level configuration keys, as `key=value` (YAML value)."""
         self.workdir = tempfile.TemporaryDirectory(prefix="mqttish-fuzz-")
         config = Path(self.workdir.name) / "fuzz.yaml"
-        config.write_text(CONFIG)
+        config.write_text(CONFIG + "".join(
+            "{}: {}\n".format(*option.split("=", 1)) for option in options))
         self.process = subprocess.Popen(
             command or [sys.executable, "-m", "mqttish", "-c", str(config)], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -253,8 +255,10 @@ class WireReport:
 class Round:
     """One broker process, the heartbeat, and the fuzz connections against them."""
 
-    def __init__(self, report: WireReport, corpus: Corpus, out_dir: Path | None) -> None:
+    def __init__(self, report: WireReport, corpus: Corpus, out_dir: Path | None,
+                 options: tuple[str, ...]) -> None:
         self.report = report
+        self.options = options
         self.corpus = corpus
         self.out_dir = out_dir
         self.active: dict[int, Transcript] = {}
@@ -278,7 +282,8 @@ class Round:
     async def run(self, seed: int, seconds: float, workers: int, log_path: Path) -> float:
         """Fuzz for at most `seconds` once the broker and heartbeat are ready; return the
         time spent fuzzing (less if the broker died)."""
-        broker = await trio.to_thread.run_sync(BrokerProcess, log_path, self._on_error)
+        broker = await trio.to_thread.run_sync(BrokerProcess, log_path, self._on_error, None,
+                                               self.options)
         died = False
         spent = 0.0
         try:
@@ -567,8 +572,10 @@ def _add(total: int | None, value: int | None) -> int | None:
 
 
 def run_wire(seed: int, seconds: float, workers: int = 12, out_dir: Path | None = None,
-             latency_bound: float = 1.0, log_path: Path | None = None) -> WireReport:
-    """Fuzz a live broker for `seconds`; the same seed sends the same inputs."""
+             latency_bound: float = 1.0, log_path: Path | None = None,
+             options: tuple[str, ...] = ()) -> WireReport:
+    """Fuzz a live broker (with configuration `options`, `key=value`) for `seconds`;
+    the same seed sends the same inputs."""
     report = WireReport(latency_bound)
     corpus = build_corpus(seed)
     log = log_path or Path(tempfile.gettempdir()) / f"mqttish-fuzz-broker-{seed}.log"
@@ -577,7 +584,7 @@ def run_wire(seed: int, seconds: float, workers: int = 12, out_dir: Path | None 
 
     async def main() -> None:
         for round_number in range(MAX_ROUNDS):
-            report.seconds += await Round(report, corpus, out_dir).run(
+            report.seconds += await Round(report, corpus, out_dir, options).run(
                 seed + round_number, seconds - report.seconds, workers, log)
             if report.seconds >= seconds:
                 break
