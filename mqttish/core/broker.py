@@ -447,7 +447,9 @@ class Broker:
             group.backlog.append((message, dup))
             return True
         ids = (member.identifier,) if member.identifier else ()
-        delivery = Delivery(message, min(member.qos, message.qos), False, ids, group, dup)
+        qos = min(member.qos, message.qos)
+        # DUP means "maybe sent before" only at QoS 1 and 2 [MQTT-3.3.1-2].
+        delivery = Delivery(message, qos, False, ids, group, dup and qos > 0)
         if member.session.enqueue(delivery, now):
             group.delivered += 1
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+
 from mqttish.core.message import Message
 from mqttish.protocol.packets import Connect
 
