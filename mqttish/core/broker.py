@@ -75,8 +75,11 @@ class Broker:
 
     # ------------------------------------------------------------------ connect
 
-    def connect(self, connection: Connection, packet: Connect, now: float) -> ConnAck:
-        """Accept or refuse a CONNECT; on success the connection owns the session."""
+    def connect(self, connection: Connection, packet: Connect, now: float,
+                verdict: Decision = Decision.DEFER) -> ConnAck:
+        """Accept or refuse a CONNECT; on success the connection owns the session.
+
+        `verdict` is what `Hook.authenticate_blocking` answered, if the transport asked."""
         version = packet.protocol_level
         client_id = packet.client_id
         assigned = None
@@ -92,8 +95,9 @@ class Broker:
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
-        client = ClientInfo(client_id, packet.username, connection.peer, version)
-        refusal = self._refusal(client, packet, connection)
+        client = ClientInfo(client_id, packet.username, connection.peer, version,
+                            connection.listener)
+        refusal = self._refusal(client, packet, connection, verdict)
         if refusal is not None:
             log.info("refused %r (%s): %s", client_id, connection.peer, refusal.name)
             return ConnAck(False, refusal)
@@ -120,6 +124,7 @@ class Broker:
             else 0 if packet.clean_start else NEVER_EXPIRES
         )
         session.username = packet.username
+        session.client = client
         session.connection = connection
         connection.session = session
         connection.client = client
@@ -140,15 +145,19 @@ class Broker:
         return ConnAck(session_present, ReasonCode.SUCCESS,
                        properties if properties is not None else Properties())
 
-    def _refusal(self, client: ClientInfo, packet: Connect, connection: Connection
-                 ) -> ReasonCode | None:
+    def _refusal(self, client: ClientInfo, packet: Connect, connection: Connection,
+                 verdict: Decision) -> ReasonCode | None:
         config = self.config
         if packet.properties.authentication_method is not None:
             return ReasonCode.BAD_AUTHENTICATION_METHOD
+        if len(client.client_id) > config.max_client_id_length:
+            return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
         if packet.keepalive > config.max_keepalive and packet.protocol_level != MQTT_5:
             # 3.1.1 has no Server Keep Alive to lower it with; Mosquitto refuses too.
             return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
-        decision = self.hooks.authenticate(client, packet)
+        decision = verdict
+        if decision is Decision.DEFER:
+            decision = self.hooks.authenticate(client, packet)
         if decision is Decision.DENY:
             if packet.username is not None:
                 return ReasonCode.BAD_USER_NAME_OR_PASSWORD
@@ -264,7 +273,10 @@ class Broker:
         retain = message.retain
         origin = message.origin
         plain = None  # one QoS 0 delivery with nothing of its own serves every session
+        acl = self.hooks.acl_hooks  # security: each delivery is checked (a cached answer)
         for target in match.targets:
+            if acl and not self.may_read(target.session, message.topic):
+                continue
             if target.no_local and target.session.client_id == origin:
                 target = target.without_no_local()  # type: ignore[assignment]
                 if target is None:
@@ -285,6 +297,13 @@ class Broker:
             self.hooks.on_publish(client, message)
         return len(match.targets) + len(match.groups)
 
+    def may_read(self, session: Session, topic: str) -> bool:
+        """Whether the ACL lets this session receive a message on `topic`."""
+        client = session.client
+        if client is None:  # restored from the store: its user is all we know
+            client = session.client = ClientInfo(session.client_id, session.username, "", 0)
+        return self.hooks.allowed(client, topic, Access.READ)
+
     def _dropped_for(self, session: Session) -> None:
         """A delivery to `session` was dropped: its queue was full."""
         if session.connection is not None:
@@ -297,6 +316,9 @@ class Broker:
     def _give_to_group(self, group: SharedGroup, message: Message, dup: bool = False) -> None:
         """Hand a message to one member of a shared group, or to its backlog."""
         member = group.pick(message.topic)
+        if member is not None and self.hooks.acl_hooks and not self.may_read(
+                member.session, message.topic):
+            return  # security: this member may not read it
         if member is None:
             if len(group.backlog) >= self.config.max_queued_messages:
                 group.dropped += 1
@@ -360,8 +382,19 @@ class Broker:
             return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
         if not config.wildcard_subscriptions and has_wildcard(topic_filter):
             return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+        if len(topic_filter) > config.max_topic_length or \
+                topic_filter.count("/") >= config.max_topic_levels:
+            log.info("refused subscription by %s: filter longer or deeper than the limits",
+                     connection.name)
+            return ReasonCode.TOPIC_FILTER_INVALID
+        limit = config.max_subscriptions_per_client
+        if limit and len(session.subscriptions) >= limit and \
+                topic_filter not in session.subscriptions:
+            log.info("refused subscription by %s: max_subscriptions_per_client (%d) reached",
+                     connection.name, limit)
+            return ReasonCode.QUOTA_EXCEEDED
         if not self.hooks.allowed(client, topic_filter, Access.SUBSCRIBE):
-            log.info("denied subscription to %r by %s", topic_filter, connection.name)
+            log.info("denied subscription to %.200r by %s", topic_filter, connection.name)
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
@@ -388,9 +421,12 @@ class Broker:
     def _send_retained(self, session: Session, subscription: Subscription, now: float) -> None:
         ids = (subscription.identifier,) if subscription.identifier else ()
         expired = []
+        acl = self.hooks.acl_hooks
         for message in self.retained.match(subscription.topic_filter):
             if message.expired(now):
                 expired.append(message.topic)
+                continue
+            if acl and not self.may_read(session, message.topic):
                 continue
             qos = min(message.qos, subscription.qos)
             if not session.enqueue(Delivery(message, qos, True, ids)):

@@ -26,8 +26,9 @@ from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mqttish.core.hooks import Access, ClientInfo
+from mqttish.core.hooks import Access, ClientInfo, Decision
 from mqttish.core.message import Message
+from mqttish.core.rates import ClientRates
 from mqttish.core.session import Delivery, DeliveryState, Session
 from mqttish.errors import MQTTError, RemoteProtocolError, protocol_error
 from mqttish.protocol.codec import NEED_DATA, PacketDecoder, encode
@@ -93,6 +94,8 @@ class Connection:
         now: float,
         on_output: Callable[[], None] = _no_output,
         counters: ListenerCounters | None = None,
+        listener: int = 0,
+        identity: str | None = None,
     ) -> None:
         self.broker = broker
         self.config = broker.config
@@ -101,6 +104,16 @@ class Connection:
         self.opened_at = now
         self.on_output = on_output
         self.counters = counters
+        # Security: the listener (index in config.listeners) whose settings apply, and
+        # the user name a client certificate gives (mutual TLS), which replaces the
+        # CONNECT's. A CONNECT waits in `pending_connect` while the transport has its
+        # credentials checked off the event loop (`Hook.authenticate_blocking`).
+        self.listener = listener
+        self.identity = identity
+        self.pending_connect: Connect | None = None
+        config = self.config
+        self.rates = (ClientRates(config.max_message_rate, config.max_byte_rate, now)
+                      if config.max_message_rate or config.max_byte_rate else None)
         self.state = ConnectionState.AWAITING_CONNECT
         self.decoder = PacketDecoder(max_packet_size=self.config.max_packet_size)
         self.version = MQTT_3_1_1
@@ -166,6 +179,12 @@ class Connection:
         self.metrics.bytes_received += len(data)
         decoder = self.decoder
         decoder.feed(data)
+        if self.rates is not None and (code := self.rates.received(len(data), now)):
+            self._fail(RemoteProtocolError("sends more bytes per second than max_byte_rate",
+                                           code), now)
+            return
+        if self.pending_connect is not None:
+            return  # nothing more until the credentials are checked
         handlers = self._handlers
         handle_publish = self._handle_publish
         next_packet = decoder.next
@@ -178,7 +197,8 @@ class Connection:
                     handle_publish(packet, now)
                 else:
                     handlers[type(packet)](self, packet, now)
-                if self.state is closed or len(self._out) >= REPLY_BACKLOG:
+                if self.state is closed or len(self._out) >= REPLY_BACKLOG \
+                        or self.pending_connect is not None:
                     break
         except MQTTError as exc:
             self._fail(exc, now)
@@ -383,7 +403,28 @@ class Connection:
             self.send_quota = min(props.receive_maximum, self.config.max_inflight_messages)
         self.max_send_packet_size = props.maximum_packet_size
         self.client_topic_alias_maximum = props.topic_alias_maximum or 0
-        connack = self.broker.connect(self, packet, now)
+        if self.identity is not None:
+            packet = replace(packet, username=self.identity, password=None)
+        if self.broker.hooks.blocking_authenticators:
+            self.pending_connect = packet  # the transport calls credentials_checked()
+            return
+        self._connect(packet, now, Decision.DEFER)
+
+    def credentials_checked(self, decision: Decision, now: float) -> None:
+        """The transport's answer for `pending_connect`: finish the CONNECT, then go on
+        with whatever the client sent after it."""
+        packet, self.pending_connect = self.pending_connect, None
+        if packet is None or self.state is ConnectionState.CLOSED:
+            return
+        try:
+            self._connect(packet, now, decision)
+        except MQTTError as exc:
+            self._fail(exc, now)
+            return
+        self.receive_data(b"", now)
+
+    def _connect(self, packet: Connect, now: float, decision: Decision) -> None:
+        connack = self.broker.connect(self, packet, now, decision)
         self._send(connack)
         if connack.reason_code >= 0x80:
             self.close(now, f"connection refused: {ReasonCode(connack.reason_code).name}")
@@ -426,9 +467,21 @@ class Connection:
                 if props.message_expiry_interval:
                     expires_at = now + props.message_expiry_interval
                 props = _forwarded(props)
+        if self.rates is not None and (code := self.rates.published(now)):
+            raise RemoteProtocolError("publishes more messages per second than "
+                                      "max_message_rate", code)
+        if len(topic) > config.max_topic_length or topic.count("/") >= config.max_topic_levels:
+            log.info("refused publish by %s: topic longer or deeper than the limits", self.name)
+            self._reject_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
+            return
         hooks = self.broker.hooks
+        if topic.startswith("$") and not hooks.granted(client, topic, Access.PUBLISH):
+            log.info("denied publish to %.200r by %s: $ topics belong to the broker",
+                     topic, self.name)
+            self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
+            return
         if hooks.acl_hooks and not hooks.allowed(client, topic, Access.PUBLISH):
-            log.info("denied publish to %r by %s", topic, self.name)
+            log.info("denied publish to %.200r by %s", topic, self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
         if qos == 2:

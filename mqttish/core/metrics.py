@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class Metrics:
     __slots__ = (
         "bytes_received", "bytes_sent", "clients_connected", "clients_expired",
-        "clients_maximum", "clients_total_connections", "messages_received", "messages_sent",
+        "clients_maximum", "clients_total_connections", "logins_delayed", "logins_failed",
+        "messages_received", "messages_sent",
         "publish_bytes_received", "publish_bytes_sent", "publish_dropped", "publish_received",
         "publish_sent", "sockets_opened",
     )
@@ -41,6 +42,8 @@ class Metrics:
         self.clients_expired = 0
         self.clients_total_connections = 0  # connections accepted since start
         self.sockets_opened = 0  # network connections accepted, MQTT or not (the transport counts)
+        self.logins_failed = 0  # CONNECTs refused for their credentials (the transport counts)
+        self.logins_delayed = 0  # logins held back after failures from their address
 
     def client_connected(self) -> None:
         self.clients_connected += 1
@@ -83,6 +86,8 @@ class BrokerStats:
     publish_bytes_sent: int
     bytes_received: int
     bytes_sent: int
+    logins_failed: int
+    logins_delayed: int
     retained_count: int
     retained_bytes: int
     subscriptions: int
@@ -130,6 +135,8 @@ def broker_stats(broker: Broker, now: float, started_at: float) -> BrokerStats:
         publish_bytes_sent=metrics.publish_bytes_sent,
         bytes_received=metrics.bytes_received,
         bytes_sent=metrics.bytes_sent,
+        logins_failed=metrics.logins_failed,
+        logins_delayed=metrics.logins_delayed,
         retained_count=retained.count,
         retained_bytes=retained.bytes,
         subscriptions=broker.subscriptions.count,

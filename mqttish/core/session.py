@@ -17,6 +17,7 @@ from mqttish.protocol.packets import Will
 
 if TYPE_CHECKING:
     from mqttish.core.connection import Connection
+    from mqttish.core.hooks import ClientInfo
     from mqttish.core.shared import SharedGroup
     from mqttish.core.subscriptions import Subscription
 
@@ -85,10 +86,23 @@ class SessionLimits(Protocol):
 
 class Session:
     __slots__ = (
-        "_next_packet_id", "client_id", "connection", "dropped", "expires_at", "expiry_interval",
-        "incoming_qos2", "inflight", "limits", "queue", "queued_bytes", "shared_groups",
+        "_next_packet_id",
+        "client",
+        "client_id",
+        "connection",
+        "dropped",
+        "expires_at",
+        "expiry_interval",
+        "incoming_qos2",
+        "inflight",
+        "limits",
+        "queue",
+        "queued_bytes",
+        "shared_groups",
         "subscriptions",
-        "username", "will", "will_at",
+        "username",
+        "will",
+        "will_at",
     )
 
     def __init__(self, client_id: str, limits: SessionLimits) -> None:
@@ -107,6 +121,7 @@ class Session:
         self.will: Will | None = None
         self.will_at: float | None = None
         self.username: str | None = None
+        self.client: ClientInfo | None = None  # as it last connected: for ACL checks
         self.dropped = 0
         self._next_packet_id = 1
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import trio
 
+from mqttish.auth.gate import ConnectionSecurity
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection, ListenerCounters
 from mqttish.transport.listeners import peer_name
@@ -115,16 +116,19 @@ class _Writer:
 
 
 async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
-                           counters: ListenerCounters | None = None) -> None:
+                           counters: ListenerCounters, security: ConnectionSecurity) -> None:
     """Run one client connection to its end; never raises for the client's faults.
 
     This task reads: until the client closes, or the deadline of `reading`
     passes (the keepalive, or the close grace). `spawner` is a nursery that
     outlives the connection (the server's), where its writer runs while there
-    is output; `counters` are its listener's. One function, not a reader
-    helper: each coroutine frame is memory every idle client holds.
+    is output; `counters` are its listener's, and `security` what the
+    listener knows of the client (which listener, its certificate's name) and
+    where its credentials are checked. One function, not a reader helper: each
+    coroutine frame is memory every idle client holds.
     """
-    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters)
+    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters,
+                            listener=security.listener, identity=security.identity)
     writer = _Writer(stream, connection, spawner)
     connection.on_output = writer.on_output
     try:
@@ -142,6 +146,8 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
                     connection.close(trio.current_time(), "connection closed by peer")
                     break
                 connection.receive_data(data, trio.current_time())
+                if connection.pending_connect is not None:  # security: off the event loop
+                    await security.logins.check(connection, reading.deadline)
                 while connection.backlogged:  # it sends faster than it reads our replies
                     await writer.wait_until_taken()
                     connection.receive_data(b"", trio.current_time())

@@ -55,6 +55,10 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("mqttish_clients_expired", "Persistent sessions expired after their client left",
      "clients_expired"),
     ("mqttish_sockets_opened", "Network connections accepted, MQTT or HTTP", "sockets_total"),
+    ("mqttish_logins_failed", "CONNECTs refused for a wrong user name, password or certificate",
+     "logins_failed"),
+    ("mqttish_logins_delayed", "Logins held back after failed ones from the same address",
+     "logins_delayed"),
 )
 GAUGES: tuple[tuple[str, str, str], ...] = (
     ("mqttish_uptime_seconds", "Seconds since the broker started", "uptime"),
@@ -99,7 +103,8 @@ def _listener_metrics(scrape: Scrape) -> Iterable[Metric]:
         "accepted": CounterMetricFamily("mqttish_listener_sockets_accepted",
                                         "Sockets accepted", labels=labels),
         "refused": CounterMetricFamily("mqttish_listener_sockets_refused",
-                                       "Sockets refused at max_connections", labels=labels),
+                                       "Sockets refused at max_connections or max_connection_rate",
+                                       labels=labels),
         "clients": GaugeMetricFamily("mqttish_listener_connections",
                                      "MQTT clients connected now", labels=labels),
         "clients_total": CounterMetricFamily("mqttish_listener_connections_accepted",

@@ -4,6 +4,7 @@ import pytest
 
 from mqttish.config import Config
 from mqttish.core.broker import Broker
+from mqttish.core.message import Message
 from mqttish.persistence.memory import MemoryStore
 from mqttish.protocol.packets import (
     MQTT_5,
@@ -241,13 +242,25 @@ def test_dollar_topics_hidden_from_leading_wildcards(broker: Broker) -> None:
     sub.subscribe("$SYS/#", 0, packet_id=2)
     pub = Peer(broker)
     pub.connect("pub")
-    pub.send(Publish("$SYS/x", b"sys"), Publish("normal", b"n"))
+    broker.publish(Message("$SYS/x", b"sys", 0, False), 0.0)  # $ topics: the broker's own
+    pub.send(Publish("normal", b"n"))
     assert sorted(p.topic for p in sub.publishes()) == ["$SYS/x", "normal"]
     wildcard_only = Peer(broker)
     wildcard_only.connect("w")
     wildcard_only.subscribe("+/x", 0)
-    pub.send(Publish("$SYS/x", b"sys"))
+    broker.publish(Message("$SYS/x", b"sys", 0, False), 0.0)
     assert wildcard_only.publishes() == []
+
+
+def test_clients_cannot_publish_to_dollar_topics(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("$SYS/#", 0)
+    pub = Peer(broker, version=MQTT_5)
+    pub.connect("pub")
+    answer = pub.send(Publish("$SYS/broker/uptime", b"forged", qos=1, packet_id=1))
+    assert answer == [PubAck(1, ReasonCode.NOT_AUTHORIZED)]
+    assert sub.publishes() == []
 
 
 def test_state_survives_restart_through_the_store() -> None:
