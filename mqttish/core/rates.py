@@ -1,10 +1,9 @@
 """Token buckets: how fast one client, or one address, may go.
 
 A bucket holds up to one second's worth of its rate and refills continuously.
-Taking succeeds while the bucket is not empty, and may overdraw it: a message
-larger than a second's worth of bytes still goes through when the bucket is
-full, and the debt is paid back before the next one. The long-run rate is
-therefore the configured one, plus at most one message.
+Taking succeeds while the bucket holds the cost; a cost larger than the whole
+bucket (a message bigger than a second's worth of bytes) goes through when
+the bucket is full and leaves a debt that is paid back before the next one.
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ class TokenBucket:
         self.updated = now
 
     def take(self, cost: float, now: float) -> bool:
-        """Spend `cost` tokens if the bucket is not empty; False if it is."""
+        """Spend `cost` tokens if the bucket holds them (or is full); False if not."""
         tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if tokens <= 0:
+        if tokens < min(cost, self.capacity):
             self.tokens = tokens
             return False
         self.tokens = tokens - cost
