@@ -202,6 +202,10 @@ class Server:
                 identity = tls.username(secured)
                 if identity is not None:
                     security = ConnectionSecurity(index, identity, self._logins)
+                elif listener.certificate_username:
+                    log.info("closing %s on %s: its certificate gives no user name",
+                             peer_name(stream), tls.name)
+                    return
             if mqtt:
                 await serve_connection(stream, broker, spawner, stats, security)
             else:

@@ -163,10 +163,11 @@ def test_wrong_passwords_do_not_stall_other_clients(
     for round_trip in range(10):
         sender.publish("home/echo", str(round_trip))
         assert healthy.expect()[0].payload == str(round_trip).encode()
-    for attacker in attackers:
-        answer = attacker.receive(timeout=60)
-        assert isinstance(answer, ConnAck)
-        assert answer.reason_code == ReasonCode.BAD_USER_NAME_OR_PASSWORD
+    answers = [attacker.receive(timeout=60) for attacker in attackers]
+    # Refused, or (queued behind the throttle past the connect timeout) closed.
+    assert all(answer is None or (isinstance(answer, ConnAck) and answer.reason_code ==
+                                  ReasonCode.BAD_USER_NAME_OR_PASSWORD) for answer in answers)
+    assert any(answer is not None for answer in answers)
 
 
 # ------------------------------------------------------------------ ACL
