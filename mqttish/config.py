@@ -17,7 +17,6 @@ import yaml
 from mqttish.typed_yaml import SchemaError, build
 
 LOOPBACK = "127.0.0.1"
-ALL_INTERFACES = "0.0.0.0"
 UNSET_PORT = -1
 
 
@@ -37,7 +36,7 @@ class ListenerConfig:
     """
 
     port: int = UNSET_PORT  # 1883, or 8883 with TLS
-    bind: str | None = None  # None: loopback unless authentication is configured
+    bind: str | None = None  # None: loopback only
     protocol: Literal["mqtt", "websocket"] = "mqtt"
     max_connections: int = 0  # 0: unlimited
     path: str | None = None  # WebSocket upgrades only on this path; None: any path
@@ -150,7 +149,7 @@ class RedirectConfig:
 @dataclass(frozen=True)
 class Config:
     listeners: tuple[ListenerConfig, ...] = default_listeners()
-    allow_anonymous: bool | None = None  # None: only while listening on loopback
+    allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     connect_timeout: float = 10.0
@@ -214,15 +213,6 @@ class Config:
         if self.sys_interval < 0:
             raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
 
-    def bind_address(self, listener: ListenerConfig) -> str:
-        """Where a listener binds: like Mosquitto 2, loopback only unless told otherwise
-        (clients must authenticate, or anonymous clients are allowed explicitly)."""
-        if listener.bind is not None:
-            return listener.bind
-        if self.authenticates(listener) or self.anonymous_explicit(listener):
-            return ALL_INTERFACES
-        return LOOPBACK
-
     # --- per-listener security settings: the listener's own, else the global ones
 
     def password_file_for(self, listener: ListenerConfig) -> str | None:
@@ -243,7 +233,7 @@ class Config:
 
     def anonymous_allowed(self, listener: ListenerConfig) -> bool:
         """Clients without a user name may connect: as configured; unset, only where
-        nothing authenticates (which the start-up check keeps to loopback)."""
+        nothing authenticates (the start-up check keeps such listeners on loopback)."""
         value = listener.allow_anonymous
         if value is None:
             value = self.allow_anonymous
@@ -254,6 +244,14 @@ class Config:
         return any(
             self.authenticates(lc) or self.acl_file_for(lc) is not None
             or not self.anonymous_allowed(lc) for lc in self.listeners)
+
+    def bind_address(self, listener: ListenerConfig) -> str:
+        """Where a listener binds: loopback unless its `bind` says otherwise.
+
+        Never widened by other settings (`allow_anonymous: true` included): exposing a
+        listener to the network takes an explicit `bind`.
+        """
+        return listener.bind if listener.bind is not None else LOOPBACK
 
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent.parent / "config" / "mqttish.yaml"

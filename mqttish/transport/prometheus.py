@@ -59,6 +59,9 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
      "logins_failed"),
     ("mqttish_logins_delayed", "Logins held back after failed ones from the same address",
      "logins_delayed"),
+    ("mqttish_connection_errors",
+     "Connections ended by an unexpected error in the broker (each logged with a traceback)",
+     "connection_errors"),
 )
 GAUGES: tuple[tuple[str, str, str], ...] = (
     ("mqttish_uptime_seconds", "Seconds since the broker started", "uptime"),

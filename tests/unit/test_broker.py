@@ -239,16 +239,15 @@ def test_dollar_topics_hidden_from_leading_wildcards(broker: Broker) -> None:
     sub = Peer(broker)
     sub.connect("sub")
     sub.subscribe("#", 0)
-    sub.subscribe("$SYS/#", 0, packet_id=2)
+    sub.subscribe("$app/#", 0, packet_id=2)
     pub = Peer(broker)
     pub.connect("pub")
-    broker.publish(Message("$SYS/x", b"sys", 0, False), 0.0)  # $ topics: the broker's own
-    pub.send(Publish("normal", b"n"))
-    assert sorted(p.topic for p in sub.publishes()) == ["$SYS/x", "normal"]
+    pub.send(Publish("$app/x", b"app"), Publish("normal", b"n"))
+    assert sorted(p.topic for p in sub.publishes()) == ["$app/x", "normal"]
     wildcard_only = Peer(broker)
     wildcard_only.connect("w")
     wildcard_only.subscribe("+/x", 0)
-    broker.publish(Message("$SYS/x", b"sys", 0, False), 0.0)
+    pub.send(Publish("$app/x", b"app"))
     assert wildcard_only.publishes() == []
 
 
@@ -295,7 +294,6 @@ def test_v5_session_expiry(broker: Broker) -> None:
 
 
 def test_sys_topics_are_retained_but_not_saved() -> None:
-    from mqttish.core.message import Message
 
     store = MemoryStore()
     broker = Broker(Config(), store)

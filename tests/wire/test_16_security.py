@@ -342,7 +342,7 @@ def test_exposed_listeners_need_authentication(passwords: str) -> None:
         Config(listeners=(ListenerConfig(bind="0.0.0.0"),))
     Config(listeners=(ListenerConfig(bind="0.0.0.0"),), password_file=passwords)
     Config(listeners=(ListenerConfig(bind="0.0.0.0", allow_anonymous=True),))
-    assert Config(password_file=passwords).bind_address(ListenerConfig()) == "0.0.0.0"
+    assert Config(password_file=passwords).bind_address(ListenerConfig()) == "127.0.0.1"
 
 
 def test_reload_disconnects_removed_users_and_renews_certificates(
