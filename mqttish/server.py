@@ -155,6 +155,8 @@ class Server:
                 log.error("reload: keeping the old password and ACL rules: %s", exc)
                 return False
             self._disconnect_removed(security.apply(rules))
+            if self.broker is not None:
+                self.broker.hooks.rules_changed()
         log.info("reloaded certificates, password and ACL files")
         return ok
 

@@ -15,7 +15,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from mqttish.auth.acl import AclChecker, AclFileError, Want, load_acl_file
+from mqttish.auth.acl import (
+    CLIENT_CACHE_SIZE,
+    TOPIC_CACHE_SIZE,
+    AclChecker,
+    AclFileError,
+    Want,
+    load_acl_file,
+)
 from mqttish.auth.passwords import PasswordFile, PasswordFileError, load_password_file
 from mqttish.config import Config
 from mqttish.core.hooks import Access, ClientInfo, Decision, Hook
@@ -43,12 +50,16 @@ class SecurityHook(Hook):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.rules = self.read_rules()
+        # The answers of check_acl, per client (by the identity of its ClientInfo, which
+        # lives as long as its session) and kind of access: the delivery path's fast way.
+        self._answers: dict[int, tuple[ClientInfo, dict[Access, dict[str, Decision]]]] = {}
 
     def apply(self, new: list[ListenerRules]) -> dict[int, set[str]]:
         """Put rules made by `read_rules` in force. Returns, per listener index, the
         users no longer in its password file (their clients should be disconnected)."""
         old = self.rules
         self.rules = new  # one assignment: every check sees the old rules or the new
+        self._answers = {}
         removed: dict[int, set[str]] = {}
         for index, (before, after) in enumerate(zip(old, new, strict=True)):
             if before.passwords is not None:
@@ -95,6 +106,20 @@ class SecurityHook(Hook):
         return Decision.DENY
 
     def check_acl(self, client: ClientInfo, topic: str, access: Access) -> Decision:
+        entry = self._answers.get(id(client))
+        if entry is None or entry[0] is not client:
+            if len(self._answers) >= CLIENT_CACHE_SIZE:
+                self._answers.clear()
+            entry = self._answers[id(client)] = (client, {want: {} for want in Access})
+        answers = entry[1][access]
+        answer = answers.get(topic)
+        if answer is None:
+            if len(answers) >= TOPIC_CACHE_SIZE:
+                answers.clear()
+            answer = answers[topic] = self._decide(client, topic, access)
+        return answer
+
+    def _decide(self, client: ClientInfo, topic: str, access: Access) -> Decision:
         acl = self.rules[client.listener].acl
         if acl is None:
             return Decision.DEFER

@@ -27,7 +27,7 @@ from mqttish.core.snapshot import (
     stored_message,
     stored_session,
 )
-from mqttish.core.subscriptions import Subscription, SubscriptionTree
+from mqttish.core.subscriptions import Match, Subscription, SubscriptionTree, Target
 from mqttish.errors import RemoteProtocolError, protocol_error
 from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.store import Store
@@ -125,6 +125,7 @@ class Broker:
         )
         session.username = packet.username
         session.client = client
+        self.hooks.generation += 1  # ACL answers cached for its old identity are stale
         session.connection = connection
         connection.session = session
         connection.client = client
@@ -280,10 +281,9 @@ class Broker:
         retain = message.retain
         origin = message.origin
         plain = None  # one QoS 0 delivery with nothing of its own serves every session
-        acl = self.hooks.acl_hooks  # security: each delivery is checked (a cached answer)
-        for target in match.targets:
-            if acl and not self.may_read(target.session, message.topic):
-                continue
+        # Security: with an ACL, only the targets that may read the topic (cached per match).
+        targets = self._readers(match, message.topic) if self.hooks.acl_hooks else match.targets
+        for target in targets:
             if target.no_local and target.session.client_id == origin:
                 target = target.without_no_local()  # type: ignore[assignment]
                 if target is None:
@@ -303,6 +303,18 @@ class Broker:
         if self.hooks.publish_observers:
             self.hooks.on_publish(client, message)
         return len(match.targets) + len(match.groups)
+
+    def _readers(self, match: Match, topic: str) -> list[Target]:
+        """The targets of `match` that the ACL lets read `topic`: worked out once per match
+        (one per topic, until the subscriptions change) and `hooks.generation` (bumped when
+        a client connects or the rules are reloaded)."""
+        cached = match.readers
+        generation = self.hooks.generation
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        readers = [target for target in match.targets if self.may_read(target.session, topic)]
+        match.readers = (generation, readers)
+        return readers
 
     def may_read(self, session: Session, topic: str) -> bool:
         """Whether the ACL lets this session receive a message on `topic`."""

@@ -78,7 +78,14 @@ class HookChain:
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.hooks = list(hooks)
+        # Bumped whenever cached ACL answers may be stale: a client connected (perhaps as
+        # another user), or the rules were reloaded (`rules_changed`).
+        self.generation = 0
         self._sort()
+
+    def rules_changed(self) -> None:
+        """Hooks' ACL rules changed: answers cached from them must be asked again."""
+        self.generation += 1
 
     def install(self, hook: Hook) -> None:
         """Add a hook after the broker was made (the server's security hook)."""

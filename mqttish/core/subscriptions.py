@@ -66,11 +66,14 @@ class Target:
 
 
 class Match:
-    __slots__ = ("groups", "targets")
+    __slots__ = ("groups", "readers", "targets")
 
     def __init__(self, targets: list[Target], groups: list[SharedGroup]) -> None:
         self.targets = targets
         self.groups = groups
+        # Security: the targets an ACL lets read this topic, and the hooks' generation they
+        # were worked out for (Broker._readers).
+        self.readers: tuple[int, list[Target]] | None = None
 
 
 class _Node:
