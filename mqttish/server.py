@@ -22,6 +22,7 @@ is installed in the broker when the configuration asks for any of it.
 from __future__ import annotations
 
 import logging
+import socket
 from functools import partial
 
 import trio
@@ -36,6 +37,7 @@ from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats, broker_stats
 from mqttish.core.sys_topics import SysTree
 from mqttish.protocol.reason_codes import ReasonCode
+from mqttish.transport import multiplexer as multiplexing
 from mqttish.transport.connection import serve_connection
 from mqttish.transport.http import Site, serve_http
 from mqttish.transport.listeners import (
@@ -92,16 +94,25 @@ class Server:
         ]
         if any(lc.protocol == "websocket" for lc in config.listeners):
             self._site = Site(MetricsExporter(self.scrape).render)
+        multiplexer = None
+        if multiplexing.AVAILABLE and any(map(self._multiplexed, config.listeners)):
+            multiplexer = multiplexing.Multiplexer(broker)
         async with trio.open_nursery() as nursery:
+            if multiplexer is not None:
+                await nursery.start(multiplexer.run)
             with trio.CancelScope() as accepting:
                 async with trio.open_nursery() as services:
                     for index, ((listener_config, listeners), stats) in enumerate(zip(
                             bound, self.listener_stats, strict=True)):
+                        limit = listener_config.max_connections
                         serve = partial(self._serve, broker, index, stats, nursery)
                         for listener in listeners:
-                            services.start_soon(accept_connections, listener,
-                                                listener_config.max_connections, stats, serve,
-                                                nursery)
+                            if multiplexer is not None and self._multiplexed(listener_config):
+                                sock = socket.socket(fileno=listener.socket.detach())
+                                multiplexer.add_listener(sock, limit, stats)
+                                continue
+                            services.start_soon(accept_connections, listener, limit, stats,
+                                                serve, nursery)
                         self._log_listener(listener_config, stats.port)
                     services.start_soon(self._housekeeping, broker)
                     services.start_soon(self._publish_sys, broker)
@@ -109,10 +120,14 @@ class Server:
                     await self._shutdown.wait()
                     accepting.cancel()
             log.info("shutting down")
+            if multiplexer is not None:
+                multiplexer.stop_accepting()
             broker.shutdown(trio.current_time())
             with trio.move_on_after(SHUTDOWN_GRACE):
                 if self._mqtt_tasks:
                     await self._all_closed.wait()
+                if multiplexer is not None:
+                    await multiplexer.wait_closed()
             nursery.cancel_scope.cancel()
         log.info("stopped")
 
@@ -174,6 +189,15 @@ class Server:
                          client.client_id, client.username)
                 connection.close(now, "user removed from the password file",
                                  ReasonCode.NOT_AUTHORIZED)
+
+    def _multiplexed(self, listener: ListenerConfig) -> bool:
+        """Plain TCP listeners are served by the multiplexer (transport/multiplexer.py).
+
+        Not yet where security needs a task per connection (TLS, credentials checked
+        in a worker thread, a connection rate limit): those are served by
+        serve_connection."""
+        return (listener.protocol == "mqtt" and not listener.tls and self.security is None
+                and self._connection_rate is None)
 
     async def _serve(self, broker: Broker, index: int, stats: ListenerStats,
                      spawner: trio.Nursery, stream: trio.abc.Stream) -> None:

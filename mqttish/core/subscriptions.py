@@ -73,7 +73,7 @@ class Match:
         self.groups = groups
         # Security: the targets an ACL lets read this topic, and the hooks' generation they
         # were worked out for (Broker._readers).
-        self.readers: tuple[int, list[Target]] | None = None
+        self.readers: tuple[int, frozenset[str]] | None = None
 
 
 class _Node:
