@@ -181,7 +181,7 @@ class Config:
     password_file: str | None = None  # Mosquitto's format: user:hash lines
     acl_file: str | None = None  # Mosquitto's acl_file format
     max_connection_rate: float = 0  # new connections per second from one address; 0: no limit
-    max_client_id_length: int = 1024
+    max_client_id_length: int = 65535  # the protocol's own limit
     max_topic_length: int = 65535
     max_topic_levels: int = 200  # as Mosquitto's hard limit
     max_subscriptions_per_client: int = 10_000  # 0: no limit

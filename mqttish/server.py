@@ -36,6 +36,7 @@ from mqttish.core.broker import Broker
 from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats, broker_stats
 from mqttish.core.sys_topics import SysTree
+from mqttish.log_text import clip
 from mqttish.protocol.reason_codes import ReasonCode
 from mqttish.transport import multiplexer as multiplexing
 from mqttish.transport.connection import serve_connection
@@ -185,8 +186,8 @@ class Server:
             if connection is None or client is None:
                 continue
             if client.username in removed.get(client.listener, ()):
-                log.info("disconnecting %r: user %.100r was removed from the password file",
-                         client.client_id, client.username)
+                log.info("disconnecting %s: user %s was removed from the password file",
+                         clip(client.client_id), clip(client.username or ""))
                 connection.close(now, "user removed from the password file",
                                  ReasonCode.NOT_AUTHORIZED)
 
