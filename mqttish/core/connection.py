@@ -92,7 +92,8 @@ class Connection:
     """The protocol state of one network connection, from CONNECT to close."""
 
     __slots__ = (
-        "_backlogged", "_deferred", "_deferred_bytes", "_held", "_out", "_unblocked", "broker",
+        "_backlogged", "_deferred", "_deferred_bytes", "_held", "_input_ended", "_out",
+        "_unblocked", "broker",
         "client", "client_topic_alias_maximum", "close_reason", "config", "counters", "decoder",
         "graceful", "identity", "keepalive", "last_input", "listener", "max_send_packet_size",
         "metrics", "on_output", "on_resume", "opened_at", "outgoing_aliases", "peer",
@@ -152,6 +153,7 @@ class Connection:
         # receive_data) again after `wants_input` was false.
         self.on_resume = on_resume
         self._backlogged = False  # too many replies unread: input stopped until they go
+        self._input_ended = False  # the client closed its side; what it sent is still handled
         # Backpressure: the PUBLISH whose fan-out waits for a full queue, and the packets
         # read behind it, which wait their turn (acknowledgements do not: see _skim).
         self._held: tuple[HeldPublish, Publish] | None = None
@@ -249,6 +251,8 @@ class Connection:
                         break
             if self._held is not None and self.state is not closed:
                 self._skim(now)
+            if self._input_ended:
+                self._end_if_done(now)
         except MQTTError as exc:
             self._fail(exc, now)
         except Exception:
@@ -317,6 +321,18 @@ class Connection:
         self.broker.disconnected(self, now)
         self.wake_pending = True
         self.on_output()  # always: the transport must learn of the close
+
+    def input_ended(self, now: float) -> None:
+        """The client closed its side of the connection. What it sent before is still
+        handled, in order (a held PUBLISH, and what waits behind it, included); the
+        connection closes once it is."""
+        self._input_ended = True
+        self._end_if_done(now)
+
+    def _end_if_done(self, now: float) -> None:
+        if (self._held is None and not self._deferred and not self._backlogged
+                and self.state is not ConnectionState.CLOSED):
+            self.close(now, "connection closed by peer")
 
     def connection_lost(self, now: float, reason: str = "connection closed by peer") -> None:
         """The transport is done with this connection (a no-op if it was closed already)."""

@@ -223,7 +223,7 @@ class Multiplexer:
             if connection.closed:
                 self._close(slot, now)
             else:
-                connection.close(now, "connection closed by peer")
+                connection.input_ended(now)  # what it sent before is still handled
             return
         connection.receive_data(data, now)  # discarded if it is closed (lingering)
 
@@ -292,8 +292,8 @@ class Multiplexer:
             want = _IN | (_OUT if slot.pending is not None else 0)
             deadline = slot.closing_at
         else:
-            want = (_IN if connection.wants_input else 0) | (_OUT if slot.pending is not None
-                                                             else 0)
+            want = (_IN if connection.wants_input and not slot.eof else 0) | (
+                _OUT if slot.pending is not None else 0)
             deadline = connection.read_deadline(now)
         if want != slot.mask:
             self._epoll.modify(slot.fd, want)
