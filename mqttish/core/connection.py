@@ -209,9 +209,10 @@ class Connection:
         Not while too many replies wait for the client to read them (a client that
         publishes but never reads costs bounded memory), nor while a held PUBLISH has
         DEFER_LIMIT bytes of packets waiting behind it (backpressure reaches the
-        client through TCP). `on_resume` is called when this turns true again.
+        client through TCP), nor while its CONNECT's credentials are being checked.
+        `on_resume` is called when this turns true again.
         """
-        return not self._backlogged and (
+        return not self._backlogged and self.pending_connect is None and (
             self._held is None or self._deferred_bytes < DEFER_LIMIT)
 
     @property
@@ -231,7 +232,9 @@ class Connection:
             return self.opened_at + self.config.connect_timeout
         if self.held:  # we are the ones not reading: no keepalive, a stall check
             assert self._held is not None
-            return self._held[0].blocker.stall_deadline(self.config.stall_timeout)
+            held = self._held[0]
+            timeout = self.config.stall_timeout
+            return min(held.blocker.stall_deadline(timeout), held.since + timeout)
         if self.keepalive:
             return self.last_input + self.keepalive * 1.5  # [MQTT-3.1.2-24]
         return math.inf
@@ -330,7 +333,12 @@ class Connection:
             self.close(now, "no CONNECT within the connect timeout")
         elif self.held:
             assert self._held is not None
-            self.broker.check_stall(self._held[0].blocker, now)
+            held = self._held[0]
+            if now >= held.since + self.config.stall_timeout:  # it waited long enough
+                held.blocker.remove_waiter(self)
+                self.unblocked(now)
+            else:
+                self.broker.check_stall(held.blocker, now)
         else:
             self.close(
                 now,
