@@ -128,6 +128,12 @@ class Config:
     redirect: RedirectConfig | None = None
     persistent_client_expiration: float | None = None  # seconds; None: never
     sys_interval: float = 10.0
+    # Durable state (docs/persistence.md), with Mosquitto's key names: sessions and
+    # retained messages in the SQLite file persistence_location/persistence_file.
+    persistence: bool = False
+    persistence_location: str | None = None  # a directory; None: the current one (as Mosquitto)
+    persistence_file: str = "mqttish.db"
+    persistence_sync: Literal["normal", "full"] = "normal"  # full: also survive a power loss
 
     def __post_init__(self) -> None:
         for index, listener in enumerate(self.listeners):
@@ -154,6 +160,10 @@ class Config:
             raise ConfigError("stall_timeout: must be more than 0 and at most 3600 seconds")
         if self.sys_interval < 0:
             raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
+        if Path(self.persistence_file).name != self.persistence_file or \
+                self.persistence_file in ("", ".", ".."):
+            raise ConfigError("persistence_file: must be a file name; its directory goes in "
+                              "persistence_location")
 
     def bind_address(self, listener: ListenerConfig) -> str:
         """Where a listener binds: loopback unless its `bind` says otherwise.

@@ -1,0 +1,115 @@
+"""What the store tests share: a clock to turn by hand, the stores under test, random journals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import strategies as st
+
+from mqttish.core.store import (
+    Change,
+    DeliveryDeleted,
+    DeliverySaved,
+    DeliveryUpdated,
+    FlightState,
+    IncomingHeld,
+    IncomingReleased,
+    MessageSaved,
+    RetainedDeleted,
+    RetainedSaved,
+    SessionDeleted,
+    SessionSaved,
+    Store,
+    SubscriptionDeleted,
+    SubscriptionSaved,
+    WillDeleted,
+    WillSaved,
+)
+from mqttish.persistence.memory import InMemoryStore
+from mqttish.persistence.sqlite import SqliteStore
+from mqttish.protocol import properties as P
+from mqttish.protocol.packets import RetainHandling, SubscriptionRequest, Will
+from tests.unit.strategies import properties
+
+START = 1_700_000_000.0  # a wall-clock time
+
+
+class Clock:
+    """Wall-clock time that moves only when a test says so."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class StoreUnderTest:
+    """A store of one kind, and its restart: a SQLite store is closed and opened again."""
+
+    def __init__(self, kind: str, path: Path, clock: Clock) -> None:
+        self.kind = kind
+        self.path = path
+        self.clock = clock
+        self.store: Store = self._open()
+
+    def _open(self) -> Store:
+        if self.kind == "sqlite":
+            return SqliteStore(self.path, clock=self.clock)
+        return InMemoryStore(self.clock)
+
+    def restart(self) -> Store:
+        if self.kind == "sqlite":
+            self.store.close()
+            self.store = self._open()
+        return self.store
+
+
+# ------------------------------------------------------------------ random journals
+# A small world (two clients, a few ids), so that records meet the same rows often.
+
+client_ids = st.sampled_from(["a", "b"])
+message_ids = st.integers(1, 4)
+sequences = st.integers(1, 3)
+packet_ids = st.integers(1, 2)
+topics = st.sampled_from(["t/1", "t/2"])
+topic_filters = st.sampled_from(["t/#", "t/1", "$share/g/t/+"])
+durations = st.none() | st.floats(0, 1000, allow_nan=False)
+
+requests = st.builds(SubscriptionRequest, topic_filters, st.integers(0, 2), st.booleans(),
+                     st.booleans(), st.sampled_from(RetainHandling))
+publish_properties = properties(P.PUBLISH).filter(lambda p: p.topic_alias is None)
+wills = st.builds(Will, topics, st.binary(max_size=8), st.integers(0, 2), st.booleans(),
+                  properties(P.WILL))
+
+changes: st.SearchStrategy[Change] = st.one_of(
+    st.builds(SessionSaved, client_ids, st.integers(0, 0xFFFFFFFF), st.booleans(), durations),
+    st.builds(SessionDeleted, client_ids),
+    st.builds(SubscriptionSaved, client_ids, requests, st.none() | st.integers(1, 9)),
+    st.builds(SubscriptionDeleted, client_ids, topic_filters),
+    st.builds(MessageSaved, message_ids, topics, st.binary(max_size=8), st.integers(0, 2),
+              st.booleans(), publish_properties, durations),
+    st.builds(DeliverySaved, client_ids, sequences, message_ids, st.integers(0, 2),
+              st.booleans(), st.lists(st.integers(1, 9), max_size=2).map(tuple)),
+    st.builds(DeliveryUpdated, client_ids, sequences, packet_ids,
+              st.sampled_from(FlightState)),
+    st.builds(DeliveryDeleted, client_ids, sequences),
+    st.builds(IncomingHeld, client_ids, packet_ids),
+    st.builds(IncomingReleased, client_ids, packet_ids),
+    st.builds(RetainedSaved, topics, message_ids),
+    st.builds(RetainedDeleted, topics),
+    st.builds(WillSaved, client_ids, wills, st.floats(0, 100, allow_nan=False)),
+    st.builds(WillDeleted, client_ids),
+)
+
+# A run of the broker: batches of records, the clock moving between them, and now
+# and then housekeeping or a restart.
+Step = tuple[str, list[Change], float]
+steps: st.SearchStrategy[list[Step]] = st.lists(
+    st.tuples(st.sampled_from(["apply"] * 6 + ["housekeeping", "restart"]),
+              st.lists(changes, max_size=25), st.floats(0, 300, allow_nan=False)),
+    max_size=10,
+)
