@@ -18,7 +18,7 @@ from mqttish.transport.listeners import StartupError
 
 log = logging.getLogger("mqttish")
 
-SUBCOMMANDS = ("serve", "pub", "sub")
+SUBCOMMANDS = ("serve", "pub", "sub", "backup")
 
 
 def setup_logging(level: str) -> None:
@@ -84,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = args[1:]
     if command == "serve":
         return serve_main(args)
+    if command == "backup":
+        from mqttish.persistence import backup
+
+        return backup.main(args)
     from mqttish.client import cli as client_cli
 
     return client_cli.main(command, args)

@@ -213,7 +213,8 @@ class SqliteStore(Store):
             free = db.execute("PRAGMA freelist_count").fetchone()[0]
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             if free > max(_FREE_MINIMUM_PAGES, pages * _FREE_SHARE):
-                db.execute("PRAGMA incremental_vacuum").fetchall()
+                # executescript steps the pragma to its end (execute frees one page).
+                db.executescript("PRAGMA incremental_vacuum")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot compact the store: {exc}") from exc

@@ -20,6 +20,7 @@ from mqttish.core.store import (
     SessionDeleted,
     SessionSaved,
     Store,
+    StoredState,
     SubscriptionDeleted,
     SubscriptionSaved,
     WillDeleted,
@@ -113,3 +114,36 @@ steps: st.SearchStrategy[list[Step]] = st.lists(
               st.lists(changes, max_size=25), st.floats(0, 300, allow_nan=False)),
     max_size=10,
 )
+
+
+# ------------------------------------------------------------------ counting batches
+# Batch n of a counting run queues message n for session "s", makes it the retained
+# message, and acknowledges the one queued WINDOW batches before; `filler` messages more
+# go through session "f" to make the batch bigger. Any state it leaves can tell which
+# batch was the last one, and whether every earlier one is there as well.
+
+WINDOW = 20
+COUNTING_SESSIONS: list[Change] = [SessionSaved("s", 3600, False, None),
+                                   SessionSaved("f", 3600, False, None)]
+
+
+def counting_batch(number: int, filler: int = 0) -> list[Change]:
+    first = number * 1000
+    changes: list[Change] = [MessageSaved(first, "counter", str(number).encode(), 1, True),
+                             DeliverySaved("s", number, first, 1, False),
+                             RetainedSaved("counter", first), DeliveryDeleted("s", number - WINDOW)]
+    for n in range(first + 1, first + 1 + filler):
+        changes += [MessageSaved(n, "filler", b"f" * 500, 1, False),
+                    DeliverySaved("f", n, n, 1, False), DeliveryDeleted("f", n - 1000)]
+    return changes
+
+
+def last_counted(state: StoredState) -> int:
+    """The last batch of a counting run in `state`, after checking that all before it are there."""
+    if not state.retained:
+        return 0
+    last = int(state.retained[0].payload)
+    counter = next(session for session in state.sessions if session.client_id == "s")
+    assert [d.sequence for d in counter.deliveries] == list(
+        range(max(1, last - WINDOW + 1), last + 1))
+    return last

@@ -151,7 +151,8 @@ def test_records_about_sessions_that_do_not_exist_are_ignored(
         DeliverySaved("ghost", 1, 1, 1, False), IncomingHeld("ghost", 1),
         WillSaved("ghost", Will("w", b""), 1.0),
         session("ghost"),  # created after its records: they stay ignored
-        session("gone"), SessionDeleted("gone"), SubscriptionSaved("gone", SubscriptionRequest("a")),
+        session("gone"), SessionDeleted("gone"),
+        SubscriptionSaved("gone", SubscriptionRequest("a")),
     ])
     assert loaded(under_test).sessions == (StoredSession("ghost", 3600, 3600.0),)
     assert under_test.store.stats().messages == 0
