@@ -40,6 +40,7 @@ from mqttish.core.store import (
 from mqttish.errors import MQTTError
 from mqttish.persistence.clock import SESSION_EXPIRY_GRACE, Clock, remaining
 from mqttish.persistence.columns import ids_value, properties_value
+from mqttish.persistence.lock import lock_store, unlock_store
 from mqttish.persistence.schema import SyncMode, open_database
 from mqttish.persistence.sqlite_batch import (
     Batch,
@@ -67,7 +68,12 @@ class SqliteStore(Store):
                  clock: Clock = time.time) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._db = open_database(self.path, sync)
+        self._lock = lock_store(self.path)
+        try:
+            self._db = open_database(self.path, sync)
+        except BaseException:
+            unlock_store(self._lock)
+            raise
         track_references(self._db)
         self._messages: int = self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
         # Which sessions exist is asked for every record; the answer is kept here.
@@ -117,6 +123,7 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         self._db.close()
+        unlock_store(self._lock)
 
     def size_bytes(self) -> int:
         """The file's size on disk, with its WAL."""

@@ -99,6 +99,15 @@ def test_a_store_written_by_a_newer_mqttish_is_refused(tmp_path: Path) -> None:
     assert "upgrade mqttish" in message
 
 
+def test_a_store_in_use_by_another_broker_is_refused(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path / "mqttish.db")
+    with pytest.raises(StoreError, match=f"{tmp_path / 'mqttish.db'}: the store is in use"):
+        SqliteStore(tmp_path / "mqttish.db")
+    first.apply([SessionSaved("s", 60, False, 60.0)])  # the first one is unharmed
+    first.close()
+    assert [s.client_id for s in SqliteStore(tmp_path / "mqttish.db").load().sessions] == ["s"]
+
+
 def test_a_file_that_cannot_be_opened_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=str(tmp_path)):
         SqliteStore(tmp_path)  # a directory
