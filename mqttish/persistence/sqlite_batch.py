@@ -10,9 +10,11 @@ that does not exist at that point of the journal is ignored, so is a
 reference to a message the store does not hold, and a message nothing refers
 to when the batch ends is forgotten.
 
-That last rule is kept without reference counts: temporary triggers note
-every message that was saved or lost a reference (`released`), and at the
-end of each transaction those nothing refers to any more are deleted.
+That last rule is kept without reference counts. A batch writes only the
+messages its rows refer to (one queued and acknowledged within the batch is
+never written); temporary triggers note every message that lost a reference
+(`released`), and at the end of each transaction those that nothing refers
+to any more are deleted.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ _RELEASE_TRIGGERS = (
     *(f"""CREATE TEMP TRIGGER {table}_{event} AFTER {event} ON main.{table} BEGIN
           INSERT OR IGNORE INTO released VALUES ({row}.{column}); END"""
       for table, column, event, row in (
-          ("messages", "id", "INSERT", "NEW"),
           ("deliveries", "message_id", "DELETE", "OLD"),
           ("deliveries", "message_id", "UPDATE", "OLD"),
           ("retained", "message_id", "DELETE", "OLD"),
@@ -165,7 +166,7 @@ class Batch:
         return client
 
     def _live_client(self, client_id: str) -> _Client | None:
-        client = self._client(client_id)
+        client = self._clients.get(client_id) or self._client(client_id)
         return client if client.alive else None
 
     def _holds_message(self, message_id: int) -> bool:
@@ -215,7 +216,8 @@ class Batch:
         if client is not None and self._holds_message(change.message_id):
             client.deliveries[change.sequence] = (
                 change.client_id, change.sequence, change.message_id, change.qos,
-                1 if change.retain else 0, ids_column(change.subscription_ids), 0, _QUEUED)
+                1 if change.retain else 0,
+                ids_column(change.subscription_ids) if change.subscription_ids else "", 0, _QUEUED)
 
     def _delivery_updated(self, change: DeliveryUpdated) -> None:
         client = self._live_client(change.client_id)
@@ -271,14 +273,12 @@ class Batch:
         db = self._db
         delete_sessions(db, [client_id for client_id, client in self._clients.items()
                              if client.wipe])
-        added = self._write_messages()
         sessions = [client.session for client in self._clients.values()
                     if client.session is not None]
         if sessions:
             db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)", sessions)
-        self._write_session_rows()
-        self._write_retained()
-        return added - forget_unreferenced(db)
+        referred = self._write_session_rows() | self._write_retained()
+        return self._write_messages(referred) - forget_unreferenced(db)
 
     def update(self, sessions: set[str]) -> None:
         """After the commit: bring the caller's set of stored client ids up to date."""
@@ -288,13 +288,16 @@ class Batch:
             else:
                 sessions.discard(client_id)
 
-    def _write_messages(self) -> int:
+    def _write_messages(self, referred: set[int]) -> int:
+        """Write the batch's messages that rows refer to; return how many were new."""
         if not self._messages:
             return 0
+        rows = [self._messages[message_id] for message_id in sorted(referred)
+                if message_id in self._messages]
         # NULLs cost more to bind than numbers and text: most messages have neither
         # properties nor an expiry, and a statement of their own.
-        plain = [row[:5] for row in self._messages.values() if row[5] is None and row[6] is None]
-        other = [row for row in self._messages.values() if row[5] is not None or row[6] is not None]
+        plain = [row[:5] for row in rows if row[5] is None and row[6] is None]
+        other = [row for row in rows if row[5] is not None or row[6] is not None]
         added = 0
         if plain:
             added += self._db.executemany(
@@ -307,7 +310,8 @@ class Batch:
                          (max(self._messages) + 1,))
         return added
 
-    def _write_session_rows(self) -> None:
+    def _write_session_rows(self) -> set[int]:
+        """Write the rows sessions hold; return the ids of the messages written rows refer to."""
         subscriptions: list[Row] = []
         unsubscribed: list[Row] = []
         saved: list[Row] = []
@@ -369,8 +373,10 @@ class Batch:
             db.executemany("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?, ?)", wills)
         if no_wills:
             db.executemany("DELETE FROM wills WHERE client_id = ?", no_wills)
+        return {row[2] for row in saved}
 
-    def _write_retained(self) -> None:
+    def _write_retained(self) -> set[int]:
+        """Write the retained topics; return the ids of the messages they refer to."""
         kept = [(topic, message_id) for topic, message_id in self._retained.items()
                 if message_id is not None]
         cleared = [(topic,) for topic, message_id in self._retained.items() if message_id is None]
@@ -380,3 +386,4 @@ class Batch:
                 "DO UPDATE SET message_id = excluded.message_id", kept)
         if cleared:
             self._db.executemany("DELETE FROM retained WHERE topic = ?", cleared)
+        return {message_id for _, message_id in kept}
