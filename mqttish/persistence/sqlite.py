@@ -59,6 +59,7 @@ Row = tuple[Any, ...]
 # Give free pages back once they are more than this share of the file (and 1 MiB).
 _FREE_SHARE = 0.25
 _FREE_MINIMUM_PAGES = 256
+_BUSY_TIMEOUT_MS = 5000  # sqlite3.connect's default
 
 
 class SqliteStore(Store):
@@ -222,7 +223,11 @@ class SqliteStore(Store):
             if free > max(_FREE_MINIMUM_PAGES, pages * _FREE_SHARE):
                 # executescript steps the pragma to its end (execute frees one page).
                 db.executescript("PRAGMA incremental_vacuum")
+            # A reader (a backup being made) keeps the WAL in use: then the WAL is
+            # truncated next time, rather than the commits waiting for the reader.
+            db.execute("PRAGMA busy_timeout = 0")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot compact the store: {exc}") from exc
 
