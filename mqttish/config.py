@@ -7,13 +7,14 @@ naming the key path (`listeners[0].port: expected integer, got 'abc'`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
 
+from mqttish.core.settings import BrokerSettings
 from mqttish.typed_yaml import SchemaError, build
 
 LOOPBACK = "127.0.0.1"
@@ -90,43 +91,12 @@ def default_listeners() -> tuple[ListenerConfig, ...]:
 
 
 @dataclass(frozen=True)
-class RedirectConfig:
-    """Send MQTT 5 clients to another server (CONNACK 0x9C, or 0x9D when permanent)."""
+class Config(BrokerSettings):
+    """Everything a configuration file can say: the core's settings (BrokerSettings,
+    which the core is given alone) and what belongs to the server."""
 
-    server: str
-    permanent: bool = False
-
-
-@dataclass(frozen=True)
-class Config:
     listeners: tuple[ListenerConfig, ...] = default_listeners()
-    allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    connection_messages: bool = True  # log each client's connect and disconnect
-
-    connect_timeout: float = 10.0
-    max_keepalive: int = 65535
-    max_packet_size: int = 1_048_576
-    max_inflight_messages: int = 20
-    max_queued_messages: int = 1000
-    max_queued_bytes: int = 0  # 0: no byte limit, only the message count
-    queue_qos0_messages: bool = False
-    # Overload: a full queue whose client makes progress holds its publishers back; one
-    # that made no progress for stall_timeout seconds is stalled: its overflow is dropped
-    # (and counted), or it is disconnected.
-    stall_timeout: float = 5.0
-    stall_action: Literal["drop", "disconnect"] = "drop"
-    qos0_backpressure: bool = True  # false: QoS 0 overflow is dropped instead of waited for
-    retain_available: bool = True
-    max_qos: Literal[0, 1, 2] = 2
-    topic_alias_maximum: int = 10
-    wildcard_subscriptions: bool = True
-    subscription_identifiers: bool = True
-    shared_subscriptions: bool = True
-    shared_subscription_strategy: Literal[
-        "round_robin", "random", "least_loaded", "sticky"] = "round_robin"
-    redirect: RedirectConfig | None = None
-    persistent_client_expiration: float | None = None  # seconds; None: never
     sys_interval: float = 10.0
     # Durable state (docs/persistence.md), with Mosquitto's key names: sessions and
     # retained messages in the SQLite file persistence_location/persistence_file.
@@ -164,6 +134,11 @@ class Config:
                 self.persistence_file in ("", ".", ".."):
             raise ConfigError("persistence_file: must be a file name; its directory goes in "
                               "persistence_location")
+
+    def broker_settings(self) -> BrokerSettings:
+        """The part of the configuration the broker's core obeys."""
+        return BrokerSettings(**{field.name: getattr(self, field.name)
+                                 for field in fields(BrokerSettings)})
 
     def bind_address(self, listener: ListenerConfig) -> str:
         """Where a listener binds: loopback unless its `bind` says otherwise.

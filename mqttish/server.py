@@ -6,9 +6,9 @@ bound, so tests and the CLI never sleep to wait for it. `request_shutdown()`
 stops accepting, asks every client to go (MQTT 5 clients get DISCONNECT
 0x8B), gives writers a grace period to flush, saves sessions and returns.
 
-An `mqtt` listener hands each socket to `serve_connection`; a `websocket`
+An `mqtt` listener hands each socket to `serve_stream`; a `websocket`
 listener hands it to `serve_http`, which upgrades it to a WebSocket stream for
-`serve_connection` or answers plain HTTP (dashboard, /metrics, /healthz).
+`serve_stream` or answers plain HTTP (dashboard, /metrics, /healthz).
 Every `sys_interval` seconds a task publishes the `$SYS/broker/...` tree
 (`core/sys_topics.py`) as retained messages.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from functools import partial
 
 import trio
@@ -24,11 +25,14 @@ import trio
 from mqttish import __version__
 from mqttish.config import LOOPBACK, Config, ListenerConfig
 from mqttish.core.broker import Broker
+from mqttish.core.hooks import Hook
+from mqttish.core.journal import Journal
 from mqttish.core.message import Message
-from mqttish.core.metrics import BrokerStats, broker_stats
+from mqttish.core.metrics import BrokerStats
+from mqttish.core.store import Store
 from mqttish.core.sys_topics import SysTree
+from mqttish.persistence.group_commit import GroupCommit
 from mqttish.transport import multiplexer as multiplexing
-from mqttish.transport.connection import serve_connection
 from mqttish.transport.http import Site, serve_http
 from mqttish.transport.listeners import (
     ListenerStats,
@@ -37,6 +41,7 @@ from mqttish.transport.listeners import (
     peer_name,
 )
 from mqttish.transport.prometheus import MetricsExporter, Scrape
+from mqttish.transport.stream import serve_stream
 
 log = logging.getLogger("mqttish.server")
 
@@ -45,9 +50,16 @@ SHUTDOWN_GRACE = 5.0
 
 
 class Server:
-    def __init__(self, config: Config, broker: Broker | None = None) -> None:
+    """The running broker. `hooks` plug into its core; with a `store`, its state is
+    durable: restored at start, journalled as it changes, committed in groups."""
+
+    def __init__(self, config: Config, hooks: Sequence[Hook] = (),
+                 store: Store | None = None) -> None:
         self.config = config
-        self.broker = broker
+        self.hooks = hooks
+        self.store = store
+        self.broker: Broker | None = None  # made by run()
+        self.commits: GroupCommit | None = None  # with a store
         self.ports: list[int] = []  # bound ports, in listener order (useful with port 0)
         self.listener_stats: list[ListenerStats] = []  # in listener order
         self.started_at = 0.0  # on the trio clock
@@ -63,9 +75,7 @@ class Server:
                   ) -> None:
         config = self.config
         self.started_at = trio.current_time()
-        if self.broker is None:
-            self.broker = Broker(config, now=self.started_at)
-        broker = self.broker
+        broker = self.broker = await self._make_broker()
         bound = [(lc, await open_listeners(config, lc)) for lc in config.listeners]
         self.ports = [listeners[0].socket.getsockname()[1] for _, listeners in bound]
         self.listener_stats = [
@@ -78,6 +88,8 @@ class Server:
         if multiplexing.AVAILABLE and any(map(self._multiplexed, config.listeners)):
             multiplexer = multiplexing.Multiplexer(broker)
         async with trio.open_nursery() as nursery:
+            if self.commits is not None:
+                nursery.start_soon(self.commits.run)
             if multiplexer is not None:
                 await nursery.start(multiplexer.run)
             with trio.CancelScope() as accepting:
@@ -109,7 +121,22 @@ class Server:
                 if multiplexer is not None:
                     await multiplexer.wait_closed()
             nursery.cancel_scope.cancel()
+        if self.commits is not None and self.store is not None:
+            await self.commits.flush()  # what was acknowledged before the end
+            self.store.close()
         log.info("stopped")
+
+    async def _make_broker(self) -> Broker:
+        """The broker, with what the store kept (if any) and a journal for what changes."""
+        settings = self.config.broker_settings()
+        if self.store is None:
+            return Broker(settings, self.hooks)
+        state = await trio.to_thread.run_sync(self.store.load)
+        journal = Journal()
+        broker = Broker(settings, self.hooks, journal)
+        broker.restore(state, trio.current_time())
+        self.commits = GroupCommit(journal, self.store)
+        return broker
 
     @staticmethod
     def _multiplexed(listener: ListenerConfig) -> bool:
@@ -128,7 +155,7 @@ class Server:
         self._mqtt_tasks += mqtt
         try:
             if mqtt:
-                await serve_connection(stream, broker, spawner, stats)
+                await serve_stream(stream, broker, spawner, stats)
             else:
                 assert self._site is not None
                 upgraded = partial(self._serve_websocket, broker, spawner, stats)
@@ -146,7 +173,7 @@ class Server:
                                stats: ListenerStats, stream: trio.abc.Stream) -> None:
         self._mqtt_tasks += 1
         try:
-            await serve_connection(stream, broker, spawner, stats)
+            await serve_stream(stream, broker, spawner, stats)
         finally:
             self._mqtt_task_done()
 
@@ -177,7 +204,7 @@ class Server:
 
     def stats(self, now: float) -> BrokerStats:
         assert self.broker is not None
-        return broker_stats(self.broker, now, self.started_at)
+        return self.broker.stats(now, self.started_at)
 
     def scrape(self) -> Scrape:
         """What /metrics reports, read now (on the broker's trio thread)."""

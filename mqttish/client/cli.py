@@ -29,10 +29,9 @@ from mqttish.client.errors import ClientError, reason_name
 from mqttish.client.protocol import Message
 from mqttish.errors import MQTTError, RemoteProtocolError
 from mqttish.protocol import properties as P
-from mqttish.protocol.codec import validate_subscription_filter
 from mqttish.protocol.packets import MQTT_3_1_1, MQTT_5, Will
 from mqttish.protocol.properties import NO_PROPERTIES, SPEC_BY_NAME, Properties, PropType
-from mqttish.protocol.topics import validate_topic_name
+from mqttish.protocol.topics import validate_subscription_filter, validate_topic_name
 
 log = logging.getLogger("mqttish.client.cli")
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
+from mqttish.core.message import Message
 from mqttish.protocol.packets import Connect
-
-if TYPE_CHECKING:
-    from mqttish.core.message import Message
 
 
 class Decision(Enum):

@@ -26,20 +26,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 
+from mqttish.protocol.flow import FlightState
 from mqttish.protocol.packets import SubscriptionRequest, Will
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
-
-
-class FlightState(Enum):
-    """Where a delivery to a client stands (the same states as the QoS flow's)."""
-
-    QUEUED = 0
-    AWAITING_PUBACK = 1
-    AWAITING_PUBREC = 2
-    AWAITING_PUBCOMP = 3
-
 
 # ------------------------------------------------------------------ changes
 

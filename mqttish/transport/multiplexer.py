@@ -28,11 +28,11 @@ TCP pushes back on the client. Deadlines (connect timeout, keepalive, a held
 publisher's stall check, the close grace) live in a heap, one entry per
 connection, moved lazily.
 
-Closing follows transport/connection.py: the last bytes, then a half-close,
+Closing follows transport/stream.py: the last bytes, then a half-close,
 then reading and discarding until the client closes (at most CLOSE_GRACE
 seconds), so that unread input does not turn the close into a reset.
 
-TLS and WebSocket connections keep a task each (transport/connection.py), as
+TLS and WebSocket connections keep a task each (transport/stream.py), as
 do all connections where there is no epoll (not Linux).
 """
 
@@ -51,8 +51,8 @@ import trio
 
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection
-from mqttish.transport.connection import CLOSE_GRACE, RECEIVE_SIZE
 from mqttish.transport.listeners import ACCEPT_RETRY, CAPACITY_ERRNOS, ListenerStats
+from mqttish.transport.stream import CLOSE_GRACE, RECEIVE_SIZE
 
 log = logging.getLogger("mqttish.multiplexer")
 

@@ -147,7 +147,7 @@ class _Writer:
             self.scope.cancel()
 
 
-async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
+async def serve_stream(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
                            counters: ListenerCounters | None = None) -> None:
     """Run one client connection to its end; never raises.
 
