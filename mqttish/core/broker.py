@@ -110,9 +110,12 @@ class Broker:
 
     # ------------------------------------------------------------------ connect
 
-    def connect(self, packet: Connect, peer: str, now: float,
-                connection: Attached) -> Accepted | ConnAck:
-        """Accept a CONNECT (attaching `connection` to its session), or refuse it."""
+    def connect(self, packet: Connect, peer: str, now: float, connection: Attached, *,
+                listener: int = 0, verdict: Decision = Decision.DEFER) -> Accepted | ConnAck:
+        """Accept a CONNECT (attaching `connection` to its session), or refuse it.
+
+        `listener` is the index of the listener it came in on; `verdict` what
+        `Hook.authenticate_blocking` answered, if the transport asked."""
         version = packet.protocol_level
         client_id = packet.client_id
         assigned = None
@@ -128,8 +131,8 @@ class Broker:
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
-        client = ClientInfo(client_id, packet.username, peer, version)
-        refusal = self._refusal(client, packet)
+        client = ClientInfo(client_id, packet.username, peer, version, listener)
+        refusal = self._refusal(client, packet, verdict)
         if refusal is not None:
             log.info("refused %s (%s): %s", clip(client_id), peer, refusal.name)
             return ConnAck(False, refusal)
@@ -156,6 +159,8 @@ class Broker:
             else 0 if packet.clean_start else NEVER_EXPIRES
         )
         session.username = packet.username
+        session.client = client
+        self.hooks.generation += 1  # ACL answers cached for its old identity are stale
         session.connection = connection
         if not session.stalled:
             # A client that comes gets stall_timeout to start taking its messages; one
@@ -177,14 +182,19 @@ class Broker:
         return Accepted(ConnAck(session_present, ReasonCode.SUCCESS, properties), session, client,
                         min(packet.keepalive, self.config.max_keepalive))
 
-    def _refusal(self, client: ClientInfo, packet: Connect) -> ReasonCode | None:
+    def _refusal(self, client: ClientInfo, packet: Connect, verdict: Decision
+                 ) -> ReasonCode | None:
         config = self.config
         if packet.properties.authentication_method is not None:
             return ReasonCode.BAD_AUTHENTICATION_METHOD
+        if len(client.client_id) > config.max_client_id_length:
+            return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
         if packet.keepalive > config.max_keepalive and packet.protocol_level != MQTT_5:
             # 3.1.1 has no Server Keep Alive to lower it with; Mosquitto refuses too.
             return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
-        decision = self.hooks.authenticate(client, packet)
+        decision = verdict
+        if decision is Decision.DEFER:
+            decision = self.hooks.authenticate(client, packet)
         if decision is Decision.DENY:
             if packet.username is not None:
                 return ReasonCode.BAD_USER_NAME_OR_PASSWORD
@@ -364,7 +374,11 @@ class Broker:
         retain = message.retain
         origin = message.origin
         plain = None  # one QoS 0 delivery with nothing of its own serves every session
+        # Security: with an ACL, the sessions that may read the topic (cached per match).
+        readers = self._readers(match, message.topic) if self.hooks.acl_hooks else None
         for index, target in enumerate(targets[start:] if start else targets, start):
+            if readers is not None and target.session.client_id not in readers:
+                continue
             if target.no_local and target.session.client_id == origin:
                 target = target.without_no_local()  # type: ignore[assignment]
                 if target is None:
@@ -427,6 +441,26 @@ class Broker:
                                          ReasonCode.QUOTA_EXCEEDED)
         session.release_waiters(now)
 
+    def _readers(self, match: Match, topic: str) -> frozenset[str]:
+        """The client ids among `match`'s targets that the ACL lets read `topic`: worked
+        out once per match (one per topic, until the subscriptions change) and
+        `hooks.generation` (bumped when a client connects or the rules are reloaded)."""
+        cached = match.readers
+        generation = self.hooks.generation
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        readers = frozenset(target.session.client_id for target in match.targets
+                            if self.may_read(target.session, topic))
+        match.readers = (generation, readers)
+        return readers
+
+    def may_read(self, session: Session, topic: str) -> bool:
+        """Whether the ACL lets this session receive a message on `topic`."""
+        client = session.client
+        if client is None:  # restored from the store: its user is all we know
+            client = session.client = ClientInfo(session.client_id, session.username, "", 0)
+        return self.hooks.allowed(client, topic, Access.READ)
+
     def _dropped_for(self, session: Session) -> None:
         """A delivery to `session` was dropped: its queue was full."""
         if session.connection is not None:
@@ -441,6 +475,9 @@ class Broker:
         """Hand a message to one member of a shared group, or to its backlog; False if
         the backlog is full (the caller holds the publisher or drops it)."""
         member = group.pick(message.topic)
+        if member is not None and self.hooks.acl_hooks and not self.may_read(
+                member.session, message.topic):
+            return True  # security: this member may not read it; nothing to hold for
         if member is None:
             if len(group.backlog) >= self.config.max_queued_messages:
                 return False
@@ -510,9 +547,19 @@ class Broker:
             return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
         if not config.wildcard_subscriptions and has_wildcard(topic_filter):
             return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+        who = f"{clip(client.client_id)} ({client.peer})"
+        if len(topic_filter) > config.max_topic_length or \
+                topic_filter.count("/") >= config.max_topic_levels:
+            log.info("refused subscription by %s: filter longer or deeper than the limits", who)
+            return ReasonCode.TOPIC_FILTER_INVALID
+        limit = config.max_subscriptions_per_client
+        if limit and len(session.subscriptions) >= limit and \
+                topic_filter not in session.subscriptions:
+            log.info("refused subscription by %s: max_subscriptions_per_client (%d) reached",
+                     who, limit)
+            return ReasonCode.QUOTA_EXCEEDED
         if not self.hooks.allowed(client, topic_filter, Access.SUBSCRIBE):
-            log.info("denied subscription to %s by %s (%s)", clip(topic_filter),
-                     clip(client.client_id), client.peer)
+            log.info("denied subscription to %s by %s", clip(topic_filter), who)
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
@@ -539,9 +586,12 @@ class Broker:
     def _send_retained(self, session: Session, subscription: Subscription, now: float) -> None:
         ids = (subscription.identifier,) if subscription.identifier else ()
         expired = []
+        acl = self.hooks.acl_hooks
         for message in self.retained.match(subscription.topic_filter):
             if message.expired(now):
                 expired.append(message.topic)
+                continue
+            if acl and not self.may_read(session, message.topic):
                 continue
             qos = min(message.qos, subscription.qos)
             if not session.enqueue(Delivery(message, qos, True, ids), now):
@@ -685,6 +735,8 @@ class Broker:
             publish_bytes_sent=metrics.publish_bytes_sent,
             bytes_received=metrics.bytes_received,
             bytes_sent=metrics.bytes_sent,
+            logins_failed=metrics.logins_failed,
+            logins_delayed=metrics.logins_delayed,
             retained_count=retained.count,
             retained_bytes=retained.bytes,
             subscriptions=self.subscriptions.count,

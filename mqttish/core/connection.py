@@ -28,8 +28,9 @@ from enum import Enum
 from typing import Any, Protocol
 
 from mqttish.core.broker import Accepted, Broker, HeldPublish
-from mqttish.core.hooks import ClientInfo
+from mqttish.core.hooks import ClientInfo, Decision
 from mqttish.core.message import Message
+from mqttish.core.rates import ClientRates
 from mqttish.core.session import Delivery, Session
 from mqttish.errors import MQTTError, RemoteProtocolError, protocol_error
 from mqttish.log_text import clip
@@ -87,13 +88,43 @@ class Connection:
     """The protocol state of one network connection, from CONNECT to close."""
 
     __slots__ = (
-        "_after_commit", "_backlogged", "_deferred", "_deferred_bytes", "_held", "_input_ended",
-        "_out", "_resend_later", "_unblocked", "_waiting_commit", "broker",
-        "client", "close_reason", "config", "counters", "decoder",
-        "graceful", "keepalive", "last_input", "max_send_packet_size", "metrics", "on_output",
+        "_after_commit",
+        "_backlogged",
+        "_deferred",
+        "_deferred_bytes",
+        "_held",
+        "_input_ended",
+        "_out",
+        "_resend_later",
+        "_unblocked",
+        "_waiting_commit",
+        "broker",
+        "client",
+        "close_reason",
+        "config",
+        "counters",
+        "decoder",
+        "graceful",
+        "identity",
+        "keepalive",
+        "last_input",
+        "listener",
+        "max_send_packet_size",
+        "metrics",
+        "on_output",
         "on_resume",
-        "opened_at", "outgoing_aliases", "peer", "send_quota", "session", "state",
-        "topic_aliases", "version", "wake_pending", "will",
+        "opened_at",
+        "outgoing_aliases",
+        "peer",
+        "pending_connect",
+        "rates",
+        "send_quota",
+        "session",
+        "state",
+        "topic_aliases",
+        "version",
+        "wake_pending",
+        "will",
     )
 
     def __init__(
@@ -104,6 +135,8 @@ class Connection:
         on_output: Callable[[], None] = _no_output,
         counters: ListenerCounters | None = None,
         on_resume: Callable[[], None] = _no_output,
+        listener: int = 0,
+        identity: str | None = None,
     ) -> None:
         self.broker = broker
         self.config = broker.config
@@ -113,6 +146,16 @@ class Connection:
         self.last_input = now  # when bytes last came from the client (keepalive)
         self.on_output = on_output
         self.counters = counters
+        # Security: the listener (index in config.listeners) whose settings apply, and
+        # the user name a client certificate gives (mutual TLS), which replaces the
+        # CONNECT's. A CONNECT waits in `pending_connect` while the transport has its
+        # credentials checked off the event loop (`Hook.authenticate_blocking`).
+        self.listener = listener
+        self.identity = identity
+        self.pending_connect: Connect | None = None
+        config = self.config
+        self.rates = (ClientRates(config.max_message_rate, config.max_byte_rate, now)
+                      if config.max_message_rate or config.max_byte_rate else None)
         self.state = ConnectionState.AWAITING_CONNECT
         self.decoder = PacketDecoder(max_packet_size=self.config.max_packet_size)
         self.version = MQTT_3_1_1
@@ -209,6 +252,12 @@ class Connection:
             self.metrics.bytes_received += len(data)
         decoder = self.decoder
         decoder.feed(data)
+        if self.rates is not None and (code := self.rates.received(len(data), now)):
+            self._fail(RemoteProtocolError("sends more bytes per second than max_byte_rate",
+                                           code), now)
+            return
+        if self.pending_connect is not None:
+            return  # nothing more until the credentials are checked
         handlers = self._handlers
         handle_publish = self._handle_publish
         next_packet = decoder.next
@@ -224,7 +273,8 @@ class Connection:
                         handle_publish(packet, now)
                     else:
                         handlers[type(packet)](self, packet, now)
-                    if self.state is closed or self._held is not None:
+                    if self.state is closed or self._held is not None \
+                            or self.pending_connect is not None:
                         break
                     if len(self._out) + len(self._after_commit or ()) >= REPLY_BACKLOG:
                         self._backlogged = True
@@ -598,7 +648,29 @@ class Connection:
         self.max_send_packet_size = props.maximum_packet_size
         if props.topic_alias_maximum:
             self.outgoing_aliases = AliasesOut(props.topic_alias_maximum)
-        accepted = self.broker.connect(packet, self.peer, now, self)
+        if self.identity is not None:
+            packet = replace(packet, username=self.identity, password=None)
+        if self.broker.hooks.blocking_authenticators:
+            self.pending_connect = packet  # the transport calls credentials_checked()
+            return
+        self._connect(packet, now, Decision.DEFER)
+
+    def credentials_checked(self, decision: Decision, now: float) -> None:
+        """The transport's answer for `pending_connect`: finish the CONNECT, then go on
+        with whatever the client sent after it."""
+        packet, self.pending_connect = self.pending_connect, None
+        if packet is None or self.state is ConnectionState.CLOSED:
+            return
+        try:
+            self._connect(packet, now, decision)
+        except MQTTError as exc:
+            self._fail(exc, now)
+            return
+        self.receive_data(b"", now)
+
+    def _connect(self, packet: Connect, now: float, decision: Decision) -> None:
+        accepted = self.broker.connect(packet, self.peer, now, self, listener=self.listener,
+                                       verdict=decision)
         if type(accepted) is ConnAck:  # refused
             self._send(accepted)
             self.close(now, f"connection refused: {ReasonCode(accepted.reason_code).name}")
@@ -652,6 +724,13 @@ class Connection:
                 if props.message_expiry_interval:
                     expires_at = now + props.message_expiry_interval
                 props = _forwarded(props)
+        if self.rates is not None and (code := self.rates.published(now)):
+            raise RemoteProtocolError("publishes more messages per second than "
+                                      "max_message_rate", code)
+        if len(topic) > config.max_topic_length or topic.count("/") >= config.max_topic_levels:
+            log.info("refused publish by %s: topic longer or deeper than the limits", self.name)
+            self._reject_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
+            return
         broker = self.broker
         if (broker.hooks.acl_hooks or topic[0] == "$") and not broker.may_publish(client, topic):
             log.info("denied publish to %s by %s", clip(topic), self.name)

@@ -18,7 +18,7 @@ class Metrics:
     __slots__ = (
         "bytes_received", "bytes_sent", "clients_connected", "clients_expired",
         "clients_maximum", "clients_total_connections", "connection_errors", "consumers_stalled",
-        "messages_received",
+        "logins_delayed", "logins_failed", "messages_received",
         "messages_sent",
         "publish_bytes_received", "publish_bytes_sent", "publish_dropped", "publish_received",
         "publish_sent", "sockets_opened",
@@ -39,6 +39,8 @@ class Metrics:
         self.clients_expired = 0
         self.clients_total_connections = 0  # connections accepted since start
         self.sockets_opened = 0  # network connections accepted, MQTT or not (the transport counts)
+        self.logins_failed = 0  # CONNECTs refused for their credentials (the transport counts)
+        self.logins_delayed = 0  # logins held back after failures from their address
         # Connections closed by an unexpected error of ours (a bug), at any layer: each one is
         # logged with its traceback and ends that connection only.
         self.connection_errors = 0
@@ -90,6 +92,8 @@ class BrokerStats:
     publish_bytes_sent: int
     bytes_received: int
     bytes_sent: int
+    logins_failed: int
+    logins_delayed: int
     retained_count: int
     retained_bytes: int
     subscriptions: int

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from mqttish.core.backpressure import Drainable
+from mqttish.core.hooks import ClientInfo
 from mqttish.core.journal import Journal
 from mqttish.core.message import Message
 from mqttish.core.shared import SharedGroup
@@ -121,7 +122,8 @@ class SessionLimits(Protocol):
 
 class Session(Drainable):
     __slots__ = (
-        "_sequence", "client_id", "connection", "expires_at", "expiry_interval", "incoming_qos2",
+        "_sequence", "client", "client_id", "connection", "expires_at", "expiry_interval",
+        "incoming_qos2",
         "journal", "last_progress", "limits", "outgoing", "queue", "queued_bytes",
         "shared_groups", "stalled", "subscriptions", "username", "will", "will_at",
     )
@@ -142,6 +144,7 @@ class Session(Drainable):
         self.will: Will | None = None
         self.will_at: float | None = None
         self.username: str | None = None
+        self.client: ClientInfo | None = None  # as it last connected: for ACL checks
         self.last_progress = 0.0  # when its client last took or acknowledged a delivery
         self.stalled = False  # it made no progress for stall_timeout while publishers waited
         self.journal: Journal | None = None  # while persistent, with a durable store

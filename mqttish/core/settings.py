@@ -47,3 +47,10 @@ class BrokerSettings:
         "round_robin", "random", "least_loaded", "sticky"] = "round_robin"
     redirect: RedirectConfig | None = None
     persistent_client_expiration: float | None = None  # seconds; None: never
+    # Abuse limits (docs/security.md)
+    max_client_id_length: int = 65535  # the protocol's own limit
+    max_topic_length: int = 65535
+    max_topic_levels: int = 200  # as Mosquitto's hard limit
+    max_subscriptions_per_client: int = 10_000  # 0: no limit
+    max_message_rate: float = 0  # PUBLISH packets per second from one client; 0: no limit
+    max_byte_rate: float = 0  # bytes per second from one client; 0: no limit

@@ -46,11 +46,14 @@ class Target:
 
 
 class Match:
-    __slots__ = ("groups", "targets")
+    __slots__ = ("groups", "readers", "targets")
 
     def __init__(self, targets: list[Target], groups: list[SharedGroup[Subscription]]) -> None:
         self.targets = targets
         self.groups = groups
+        # Security: the targets an ACL lets read this topic, and the hooks' generation they
+        # were worked out for (Broker._readers).
+        self.readers: tuple[int, frozenset[str]] | None = None
 
 
 class _Node:

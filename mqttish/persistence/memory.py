@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mqttish.core import store as journal
-from mqttish.core.store import FlightState, StoredSubscription
+from mqttish.core.store import StoredSubscription
 from mqttish.persistence.clock import SESSION_EXPIRY_GRACE, Clock, deadline, remaining
 from mqttish.persistence.store import Store, StoredMessage, StoredSession, StoredState
+from mqttish.protocol.flow import FlightState
 from mqttish.protocol.packets import Will
 
 

@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 from mqttish.core.store import (
     Change,
-    FlightState,
     Store,
     StoredDelivery,
     StoredMessage,
@@ -48,6 +47,7 @@ from mqttish.persistence.sqlite_batch import (
     forget_unreferenced,
     track_references,
 )
+from mqttish.protocol.flow import FlightState
 from mqttish.protocol.packets import RetainHandling, SubscriptionRequest, Will
 from mqttish.protocol.properties import PUBLISH, WILL
 

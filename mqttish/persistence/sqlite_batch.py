@@ -29,7 +29,6 @@ from mqttish.core.store import (
     DeliveryDeleted,
     DeliverySaved,
     DeliveryUpdated,
-    FlightState,
     IncomingHeld,
     IncomingReleased,
     MessageSaved,
@@ -44,6 +43,7 @@ from mqttish.core.store import (
 )
 from mqttish.persistence.clock import deadline
 from mqttish.persistence.columns import ids_column, properties_column
+from mqttish.protocol.flow import FlightState
 from mqttish.protocol.properties import PUBLISH, WILL
 
 Row = tuple[Any, ...]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import trio
 
+from mqttish.auth.gate import ConnectionSecurity
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection, ListenerCounters
 from mqttish.transport.listeners import peer_name
@@ -148,17 +149,20 @@ class _Writer:
 
 
 async def serve_stream(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
-                           counters: ListenerCounters | None = None) -> None:
+                       counters: ListenerCounters, security: ConnectionSecurity) -> None:
     """Run one client connection to its end; never raises.
 
     This task reads: until the client closes, or the deadline of `reading`
     passes (the keepalive, or the close grace; for a held publisher, the stall
     check of the queue it waits for, after which it reads on). `spawner` is a
     nursery that outlives the connection (the server's), where its writer runs
-    while there is output; `counters` are its listener's. One function, not a
-    reader helper: each coroutine frame is memory every idle client holds.
+    while there is output; `counters` are its listener's, and `security` what
+    the listener knows of the client (which listener, its certificate's name)
+    and where its credentials are checked. One function, not a reader helper:
+    each coroutine frame is memory every idle client holds.
     """
-    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters)
+    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters,
+                            listener=security.listener, identity=security.identity)
     writer = _Writer(stream, connection, spawner)
     connection.on_output = writer.on_output
     connection.on_resume = writer.on_resume
@@ -190,6 +194,8 @@ async def serve_stream(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nu
                         connection.input_ended(trio.current_time())
                         continue
                     connection.receive_data(data, trio.current_time())
+                    if connection.pending_connect is not None:  # security: off the loop
+                        await security.logins.check(connection, reading.deadline)
             writer.reading = None
             if reading.cancelled_caught and not connection.closed:
                 connection.read_deadline_expired(trio.current_time())

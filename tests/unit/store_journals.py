@@ -11,7 +11,6 @@ from mqttish.core.store import (
     DeliveryDeleted,
     DeliverySaved,
     DeliveryUpdated,
-    FlightState,
     IncomingHeld,
     IncomingReleased,
     MessageSaved,
@@ -29,6 +28,7 @@ from mqttish.core.store import (
 from mqttish.persistence.memory import InMemoryStore
 from mqttish.persistence.sqlite import SqliteStore
 from mqttish.protocol import properties as P
+from mqttish.protocol.flow import FlightState
 from mqttish.protocol.packets import RetainHandling, SubscriptionRequest, Will
 from tests.unit.strategies import properties
 

@@ -4,6 +4,7 @@ import pytest
 
 from mqttish.config import Config
 from mqttish.core.broker import Broker
+from mqttish.core.message import Message
 from mqttish.persistence.memory import MemoryStore
 from mqttish.protocol.packets import (
     MQTT_5,
@@ -274,6 +275,17 @@ def test_dollar_topics_hidden_from_leading_wildcards(broker: Broker) -> None:
     assert wildcard_only.publishes() == []
 
 
+def test_clients_cannot_publish_to_dollar_topics(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("$SYS/#", 0)
+    pub = Peer(broker, version=MQTT_5)
+    pub.connect("pub")
+    answer = pub.send(Publish("$SYS/broker/uptime", b"forged", qos=1, packet_id=1))
+    assert answer == [PubAck(1, ReasonCode.NOT_AUTHORIZED)]
+    assert sub.publishes() == []
+
+
 def test_state_survives_restart_through_the_store() -> None:
     store = MemoryStore()
     broker = Broker(Config(), store)
@@ -307,7 +319,6 @@ def test_v5_session_expiry(broker: Broker) -> None:
 
 def test_sys_topics_are_retained_but_not_saved() -> None:
     from mqttish.core.journal import Journal
-    from mqttish.core.message import Message
     from mqttish.core.store import RetainedSaved
 
     journal = Journal()

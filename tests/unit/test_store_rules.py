@@ -14,7 +14,6 @@ from mqttish.core.store import (
     DeliveryDeleted,
     DeliverySaved,
     DeliveryUpdated,
-    FlightState,
     IncomingHeld,
     IncomingReleased,
     MessageSaved,
@@ -34,6 +33,7 @@ from mqttish.core.store import (
     WillSaved,
 )
 from mqttish.persistence.clock import SESSION_EXPIRY_GRACE
+from mqttish.protocol.flow import FlightState
 from mqttish.protocol.packets import RetainHandling, SubscriptionRequest, Will
 from mqttish.protocol.properties import Properties
 from tests.unit.store_journals import Clock, StoreUnderTest

@@ -21,7 +21,8 @@ ZERO = BrokerStats(
     consumers_stalled=0,
     messages_received=0, messages_sent=0, publish_received=0, publish_sent=0,
     publish_dropped=0, publish_bytes_received=0, publish_bytes_sent=0, bytes_received=0,
-    bytes_sent=0, retained_count=0, retained_bytes=0, subscriptions=0, store_messages=0,
+    bytes_sent=0, logins_failed=0, logins_delayed=0, retained_count=0, retained_bytes=0,
+    subscriptions=0, store_messages=0,
     store_bytes=0,
 )
 
