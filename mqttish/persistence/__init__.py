@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mqttish.config import Config
 from mqttish.core.store import Store, StoreError
-from mqttish.persistence.memory import InMemoryStore
+from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.sqlite import SqliteStore
 
 
@@ -37,7 +37,7 @@ def store_path(config: Config) -> Path:
 def open_store(config: Config) -> Store:
     """The store `config` asks for: SQLite with `persistence: true`, else memory (StoreError)."""
     if not config.persistence:
-        return InMemoryStore()
+        return MemoryStore()
     path = store_path(config)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

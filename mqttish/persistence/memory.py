@@ -1,4 +1,4 @@
-"""Stores that keep their records in memory: state survives a broker restart
+"""A store that keeps the journal in memory: state survives a broker restart
 within one process (as in tests), not a process restart."""
 
 from __future__ import annotations
@@ -12,35 +12,8 @@ from typing import Any
 from mqttish.core import store as journal
 from mqttish.core.store import StoredSubscription
 from mqttish.persistence.clock import SESSION_EXPIRY_GRACE, Clock, deadline, remaining
-from mqttish.persistence.store import Store, StoredMessage, StoredSession, StoredState
 from mqttish.protocol.flow import FlightState
 from mqttish.protocol.packets import Will
-
-
-class MemoryStore(Store):
-    def __init__(self) -> None:
-        self.retained: dict[str, StoredMessage] = {}
-        self.sessions: dict[str, StoredSession] = {}
-
-    def load(self) -> StoredState:
-        return StoredState(tuple(self.retained.values()), tuple(self.sessions.values()))
-
-    def set_retained(self, topic: str, message: StoredMessage | None) -> None:
-        if message is None:
-            self.retained.pop(topic, None)
-        else:
-            self.retained[topic] = message
-
-    def save_session(self, session: StoredSession) -> None:
-        self.sessions[session.client_id] = session
-
-    def delete_session(self, client_id: str) -> None:
-        self.sessions.pop(client_id, None)
-
-
-# ---------------------------------------------------------------------------
-# The store of the journal (core/store.py). It replaces MemoryStore above once
-# the core emits the journal.
 
 
 @dataclass(slots=True)
@@ -65,7 +38,7 @@ class _Session:
     will: tuple[Will, float] | None = None  # and when it is due
 
 
-class InMemoryStore(journal.Store):
+class MemoryStore(journal.Store):
     """The journal applied, record by record, to dictionaries.
 
     It follows the rules of every store (mqttish.persistence) in the most

@@ -25,7 +25,7 @@ from mqttish.core.store import (
     WillDeleted,
     WillSaved,
 )
-from mqttish.persistence.memory import InMemoryStore
+from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.sqlite import SqliteStore
 from mqttish.protocol import properties as P
 from mqttish.protocol.flow import FlightState
@@ -60,7 +60,7 @@ class StoreUnderTest:
     def _open(self) -> Store:
         if self.kind == "sqlite":
             return SqliteStore(self.path, clock=self.clock)
-        return InMemoryStore(self.clock)
+        return MemoryStore(self.clock)
 
     def restart(self) -> Store:
         if self.kind == "sqlite":
