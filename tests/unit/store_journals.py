@@ -70,13 +70,14 @@ class StoreUnderTest:
 
 
 # ------------------------------------------------------------------ random journals
-# A small world (two clients, a few ids), so that records meet the same rows often.
+# A small world (two clients, a few ids), so that records meet the same rows often;
+# text that needs escaping, to check how rows travel to SQLite.
 
-client_ids = st.sampled_from(["a", "b"])
+client_ids = st.sampled_from(["a", 'b/ü😀"\\\x01'])
 message_ids = st.integers(1, 4)
 sequences = st.integers(1, 3)
 packet_ids = st.integers(1, 2)
-topics = st.sampled_from(["t/1", "t/2"])
+topics = st.sampled_from(["t/1", 't/ü😀"\\'])
 topic_filters = st.sampled_from(["t/#", "t/1", "$share/g/t/+"])
 durations = st.none() | st.floats(0, 1000, allow_nan=False)
 
