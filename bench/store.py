@@ -4,7 +4,9 @@ The journal is what fan-in QoS 1 into a persistent session emits: for every
 message, MessageSaved and DeliverySaved, and a DeliveryDeleted when its
 PUBACK arrives, a few hundred messages later. It is cut into batches of 1,
 100 and 1000 changes, each applied as one group commit, with `sync: normal`
-and `sync: full`, for a few seconds each. This is a measurement, not a test.
+and `sync: full`, for a few seconds each. With `--busy` another thread runs
+Python meanwhile, as the broker's event loop does, and competes for the GIL.
+This is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import itertools
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,10 +57,23 @@ def measure(directory: Path, sync: SyncMode, batch_size: int, seconds: float) ->
             f"| {statistics.mean(latencies) * 1000:.2f} | {p99 * 1000:.2f} |")
 
 
+def keep_busy(stop: threading.Event) -> None:
+    """Pure Python work, like an event loop that always has something to do."""
+    count = 0
+    while not stop.is_set():
+        for _ in range(1000):
+            count += 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="per configuration")
+    parser.add_argument("--busy", action="store_true",
+                        help="another thread runs Python meanwhile")
     args = parser.parse_args(argv)
+    stop = threading.Event()
+    if args.busy:
+        threading.Thread(target=keep_busy, args=(stop,), daemon=True).start()
     print("| sync | changes per commit | changes/s | commits/s | apply mean (ms) "
           "| apply p99 (ms) |")
     print("|---|---|---|---|---|---|")
@@ -65,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sync in ("normal", "full"):
             for batch_size in (1, 100, 1000):
                 print(measure(Path(directory), sync, batch_size, args.seconds), flush=True)
+    stop.set()
     return 0
 
 
