@@ -28,6 +28,7 @@ log = logging.getLogger("mqttish.persistence")
 
 APPLICATION_ID = int.from_bytes(b"MQti", "big")  # in the file header: "an mqttish store"
 SyncMode = Literal["normal", "full"]
+MINIMUM_SQLITE = (3, 38, 0)  # the ->> operator; UPDATE ... FROM (3.33)
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -118,6 +119,9 @@ def open_database(path: Path, sync: SyncMode,
     The connection is in autocommit mode (callers open their own transactions)
     and may be used from any one thread at a time.
     """
+    if sqlite3.sqlite_version_info < MINIMUM_SQLITE:
+        raise StoreError(f"persistence needs SQLite {'.'.join(map(str, MINIMUM_SQLITE))} or "
+                         f"later; this Python has {sqlite3.sqlite_version}")
     fresh = not path.exists() or path.stat().st_size == 0
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
