@@ -19,7 +19,7 @@ from mqttish.transport.listeners import StartupError
 
 log = logging.getLogger("mqttish")
 
-SUBCOMMANDS = ("serve", "pub", "sub", "passwd")
+SUBCOMMANDS = ("serve", "pub", "sub", "passwd", "backup")
 
 
 def setup_logging(level: str) -> None:
@@ -93,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mqttish.auth import passwd_cli
 
         return passwd_cli.main(args)
+    if command == "backup":
+        from mqttish.persistence import backup
+
+        return backup.main(args)
     from mqttish.client import cli as client_cli
 
     return client_cli.main(command, args)
