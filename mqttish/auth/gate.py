@@ -6,12 +6,15 @@ connection's task then awaits `LoginGate.check`, which waits for the
 address's turn if it failed before (`LoginThrottle`), runs the check in a
 worker thread (`HASH_THREADS` at once: a storm of logins costs bounded CPU
 and memory, and leaves a core to the event loop) and hands the answer back to the core, which sends
-the CONNACK. Only that connection waits; every other one goes on.
+the CONNACK. Only that connection waits; every other one goes on. In a
+cluster the CONNECT waits the same way while its client id is claimed
+(mqttish/cluster: the session may have to come from another node).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -29,6 +32,9 @@ class LoginGate:
     def __init__(self, throttle: LoginThrottle | None = None) -> None:
         self.throttle = throttle
         self._threads = trio.CapacityLimiter(HASH_THREADS)
+        # In a cluster: claim a client id (taking its session over from the node that has
+        # it) before the core accepts the CONNECT; False if that did not finish in time.
+        self.claim: Callable[[str, float], Awaitable[bool]] | None = None
 
     async def check(self, connection: Connection, deadline: float) -> None:
         """Decide `connection.pending_connect`, answering by `deadline` at the latest."""
@@ -51,8 +57,15 @@ class LoginGate:
         client = ClientInfo(packet.client_id, packet.username, connection.peer,
                             packet.protocol_level, connection.listener)
         hooks = connection.broker.hooks
-        decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client, packet,
-                                                 limiter=self._threads)
+        decision = Decision.DEFER
+        if hooks.blocking_authenticators:
+            decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client,
+                                                     packet, limiter=self._threads)
+        if decision is not Decision.DENY and self.claim is not None and packet.client_id \
+                and not await self.claim(packet.client_id, deadline):
+            connection.close(trio.current_time(), "its session could not be taken over from "
+                             "another node of the cluster in time")
+            return
         if decision is Decision.DENY:
             metrics.logins_failed += 1
             if throttle is not None:
