@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import trio
 
 from mqttish import __version__
-from mqttish.config import Config, ConfigError, load_config
+from mqttish.config import ClusterConfig, Config, ConfigError, load_config
 from mqttish.core.store import StoreError
 from mqttish.persistence import open_store
 from mqttish.server import Server
@@ -41,25 +41,44 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
     parser.add_argument("-p", "--port", type=int, help="port of the first listener")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="run N processes sharing the ports, as one cluster (a private "
+                        "redis-server unless cluster.redis is set); see docs/scaling.md")
+    # Set by the --workers supervisor for each worker.
+    parser.add_argument("--cluster-redis", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--node-id", help=argparse.SUPPRESS)
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"mqttish {__version__}")
     return parser
 
 
-def apply_overrides(config: Config, port: int | None) -> Config:
-    if port is None:
-        return config
-    first = dataclasses.replace(config.listeners[0], port=port)
-    return dataclasses.replace(config, listeners=(first, *config.listeners[1:]))
+def apply_overrides(config: Config, port: int | None, workers: int | None = None,
+                    cluster_redis: str | None = None, node_id: str | None = None) -> Config:
+    if port is not None:
+        first = dataclasses.replace(config.listeners[0], port=port)
+        config = dataclasses.replace(config, listeners=(first, *config.listeners[1:]))
+    if workers is not None:
+        config = dataclasses.replace(config, workers=workers)
+    if cluster_redis is not None:  # a worker: one node of the supervisor's cluster
+        cluster = config.cluster or ClusterConfig(cluster_redis)
+        config = dataclasses.replace(config, workers=1, cluster=dataclasses.replace(
+            cluster, redis=cluster_redis, node_id=node_id))
+    return config
 
 
 def serve_main(argv: Sequence[str]) -> int:
     args = serve_parser().parse_args(argv)
     try:
-        config = apply_overrides(load_config(args.config), args.port)
-    except ConfigError as exc:
+        config = apply_overrides(load_config(args.config), args.port, args.workers,
+                                 args.cluster_redis, args.node_id)
+    except (ConfigError, ValueError) as exc:
         print(f"mqttish: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging("debug" if args.verbose else config.log_level)
+    if config.workers > 1:
+        from mqttish.cluster.supervisor import supervise
+
+        return supervise(config, _without_workers(argv))
     try:
         store = open_store(config)
     except StoreError as exc:
@@ -67,7 +86,8 @@ def serve_main(argv: Sequence[str]) -> int:
         return 1
     status = 0
     try:
-        failure = trio.run(_serve_until_signalled, Server(config, store=store))
+        failure = trio.run(_serve_until_signalled,
+                           Server(config, store=store, reuse_port=args.reuse_port))
     except* StartupError as group:
         for error in group.exceptions:
             print(f"mqttish: {error}", file=sys.stderr)
@@ -99,6 +119,20 @@ async def _serve(server: Server, signals: trio.CancelScope, *,
                  task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     await server.run(task_status=task_status)
     signals.cancel()  # it stopped: nothing to wait for any more
+
+
+def _without_workers(argv: Sequence[str]) -> list[str]:
+    """The command line a worker gets: the supervisor's, less --workers."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return kept
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from mqttish.protocol.packets import MQTT_3_1_1, MQTT_5, RetainHandling, Subscri
 from mqttish.protocol.properties import NO_PROPERTIES, decode_properties, encode_properties
 from mqttish.protocol.wire import decode_binary, decode_string, encode_binary, encode_string
 
-_V5, _DUP, _EXPIRY, _ORIGIN, _SHARED = 1, 2, 4, 8, 16
+_V5, _DUP, _EXPIRY, _ORIGIN, _SHARED, _RELAYED = 1, 2, 4, 8, 16, 32
 _DOUBLE = struct.Struct(">d")
 _HEAD = struct.Struct(">BBB")  # qos, retain, flags
 
@@ -46,12 +46,13 @@ class Forwarded:
     message: Message
     share_name: str | None  # `$share/<group>/<filter>` whose members here get it
     dup: bool  # a shared group's member may have had it before
+    relayed: bool  # a node with no member free passed it on: it goes no further
 
 
 def encode_forwarded(message: Message, now: float, share_name: str | None = None,
-                     dup: bool = False) -> bytes:
+                     dup: bool = False, relayed: bool = False) -> bytes:
     """One message as a record of a batch."""
-    flags = 0
+    flags = _RELAYED if relayed else 0
     parts = [b""]
     if dup:
         flags |= _DUP
@@ -98,7 +99,7 @@ def decode_batch(data: bytes, now: float) -> Iterator[Forwarded]:
                               packet.properties, expires_at, origin)
             if not flags & _V5:
                 message.arrived_as(data[start:pos])
-            yield Forwarded(message, share_name, bool(flags & _DUP))
+            yield Forwarded(message, share_name, bool(flags & _DUP), bool(flags & _RELAYED))
     except (RemoteProtocolError, struct.error, IndexError) as exc:
         raise CodecError(f"unreadable forwarded batch: {exc}") from None
 

@@ -124,7 +124,8 @@ class RedisStore(journal.Store):
 
     # ------------------------------------------------------------------ async: a node
 
-    async def commit(self, changes: Sequence[Change], ops: Ops = ()) -> list[str]:  # type: ignore[assignment]
+    async def commit(self, changes: Sequence[Change], ops: Sequence[str | bytes] = ()
+                     ) -> list[str]:
         """Apply `changes` and then `ops` in one transaction; the answers to claims."""
         args: Ops = [self.prefix, self.member, "1" if self.fence else "0"]
         args += journal_ops(changes, self._clock())
@@ -145,24 +146,28 @@ class RedisStore(journal.Store):
     async def load_state(self) -> StoredState:
         """Retained messages and the sessions this member owns (nobody is connected)."""
         redis = self._client()
-        now = self._clock()
         try:
             owned = sorted(member.decode() for member in
                            await redis.smembers(self.key("owned", self.member)))
             sessions = [session for cid in owned
                         if (session := await self.load_session(cid)) is not None]
-            retained = await redis.hgetall(self.key("retained"))
-            topics = sorted((topic.decode(), int(message_id))
-                            for topic, message_id in retained.items())
-            messages = await self._messages([message_id for _, message_id in topics], now)
+            retained = await self.load_retained()
             next_id = int(await redis.get(self.key("nextmsg")) or 1)
         except RedisError as exc:
             raise StoreError(f"Redis: {exc}") from exc
-        highest = max([m.message_id for m in messages.values()]
+        highest = max([m.message_id for m in retained]
                       + [d.message.message_id for s in sessions for d in s.deliveries],
                       default=0)
-        return StoredState(tuple(messages[message_id] for _, message_id in topics),
-                           tuple(sessions), max(next_id, highest + 1))
+        return StoredState(retained, tuple(sessions), max(next_id, highest + 1))
+
+    async def load_retained(self) -> tuple[journal.StoredMessage, ...]:
+        """Every retained message, by topic."""
+        retained = await self._client().hgetall(self.key("retained"))
+        topics = sorted((topic.decode(), int(message_id))
+                        for topic, message_id in retained.items())
+        messages = await self._messages([message_id for _, message_id in topics],
+                                        self._clock())
+        return tuple(messages[message_id] for _, message_id in topics)
 
     async def load_session(self, client_id: str) -> journal.StoredSession | None:
         """One session, if the store has it; its client is taken as disconnected now."""
@@ -179,10 +184,11 @@ class RedisStore(journal.Store):
         subscriptions = await redis.hgetall(self.key("sub", client_id))
         queue = await redis.hgetall(self.key("dq", client_id))
         incoming = await redis.smembers(self.key("in", client_id))
-        parsed = []
-        for sequence, value in queue.items():
-            message_id, packet_id, state, rest = value.split(b":", 3)
-            parsed.append((int(sequence), int(message_id), int(packet_id), int(state), rest))
+        parsed: list[tuple[int, int, int, int, bytes]] = []
+        for raw_sequence, value in queue.items():
+            raw_id, raw_packet_id, raw_state, rest = value.split(b":", 3)
+            parsed.append((int(raw_sequence), int(raw_id), int(raw_packet_id), int(raw_state),
+                           rest))
         parsed.sort()
         messages = await self._messages([item[1] for item in parsed], now)
         deliveries = []
@@ -238,7 +244,8 @@ class RedisStore(journal.Store):
         self.redis = self._exit.__enter__()
 
     def load(self) -> StoredState:
-        return self._call(self.load_state)
+        state: StoredState = self._call(self.load_state)
+        return state
 
     def apply(self, changes: Sequence[Change]) -> None:
         self._call(self.commit, changes)
@@ -247,7 +254,8 @@ class RedisStore(journal.Store):
         self._call(self.housekeep)
 
     def stats(self) -> StoreStats:
-        return self._call(self.counts)
+        stats: StoreStats = self._call(self.counts)
+        return stats
 
     def close(self) -> None:
         if self._portal is not None and self.redis is not None:

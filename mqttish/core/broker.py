@@ -399,11 +399,13 @@ class Broker:
             match = Match(targets, [])
         return self._fan_out(message, match, 0, now, publisher, now)
 
-    def give_forwarded(self, share_name: str, message: Message, now: float, dup: bool) -> bool:
-        """Another node chose this node's members of a shared group for `message`; False
-        if the group has no member here any more, or its backlog is full (dropped)."""
+    def give_forwarded(self, share_name: str, message: Message, now: float, dup: bool,
+                       here: bool = True) -> bool:
+        """Another node chose this node's members of a shared group for `message` (`here`;
+        False: the node it chose died, so any member may have it); False if the group has
+        no member here any more, or its backlog is full (dropped)."""
         group = self.subscriptions.group(share_name)
-        if group is None or not self._give_to_group(group, message, now, dup, here=True):
+        if group is None or not self._give_to_group(group, message, now, dup, here=here):
             if group is not None:
                 self._group_dropped(group)
             else:
@@ -532,10 +534,12 @@ class Broker:
                        dup: bool = False, here: bool = False) -> bool:
         """Hand a message to one member of a shared group, or to its backlog; False if
         the backlog is full (the caller holds the publisher or drops it). In a cluster,
-        the remote may give it to members on another node instead (unless `here`)."""
+        the remote may give it to members on another node instead (`here`: only if no
+        member here can take it)."""
         member = group.pick(message.topic)
-        if not here and self.remote is not None and self.remote.share_elsewhere(
-                group.share_name, message, dup, member is not None):
+        if self.remote is not None and (not here or member is None) and \
+                self.remote.share_elsewhere(group.share_name, message, dup, member is not None,
+                                            now):
             return True
         if member is not None and self.hooks.acl_hooks and not self.may_read(
                 member.session, message.topic):

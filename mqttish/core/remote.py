@@ -28,9 +28,10 @@ class Remote(Protocol):
         shared groups with no member here, to one node of each); return how many nodes."""
 
     def share_elsewhere(self, share_name: str, message: Message, dup: bool,
-                        member_here: bool) -> bool:
+                        member_here: bool, now: float) -> bool:
         """A shared group with members here is to get `message`: True if the remote gave
-        it to another node's members instead (its turn, or no member here can take it)."""
+        it to another node's members instead (their turn, or no member here can take it;
+        a message another node gave to this group goes on at most once more)."""
 
     def session_started(self, client_id: str, will: Will | None) -> None:
         """A client connected here: its will is published by another node if this one dies."""
