@@ -161,6 +161,9 @@ class Server:
                     await self._all_closed.wait()
                 if multiplexer is not None:
                     await multiplexer.wait_closed()
+            if self.cluster is not None:
+                with trio.move_on_after(SHUTDOWN_GRACE):
+                    await self.cluster.leave()
             nursery.cancel_scope.cancel()
         if self.commits is not None and self.store is not None:
             await self.commits.flush()  # what was acknowledged before the end

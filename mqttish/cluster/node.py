@@ -123,6 +123,7 @@ class ClusterNode:
         # What the next commit carries besides the journal.
         self._outbox: dict[str, list[bytes]] = {}
         self._ops: Ops = []
+        self._first: Ops = []  # ownership that this round's journal records need
         self._acks: list[tuple[str, str]] = []  # (inbox's member, entry id)
         self._route_changes: list[tuple[str, bool]] = []
         self._claims: dict[str, list[_Claim]] = {}
@@ -137,6 +138,7 @@ class ClusterNode:
         self._wills: set[str] = set()  # client ids whose live will is in Redis
         self._turns: dict[str, int] = {}  # round robin per shared group
         self._tasks: trio.CancelScope | None = None
+        self._left = trio.Event()
         self._failure: StoreError | None = None
         self._delivering = False  # an inbox entry is being delivered
         self._relaying = False  # ... and its message was passed on once already
@@ -305,11 +307,14 @@ class ClusterNode:
                                      self.member, len(self.members), self.routes.count)
                             started = True
                             task_status.started()
+                        # The tasks ended: `leave` was called, or Redis failed.
                         if self._failure is not None:
                             on_failure(self._failure)
+                        else:
+                            await self._leave()
                 finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        await self._leave()
+                    self._left.set()
+                    self.redis = None
         except (RedisError, OSError) as exc:
             error = StoreError(f"Redis at {self.config.redis}: {exc}")
             if not started:
@@ -349,8 +354,14 @@ class ClusterNode:
                         condition=PureToken.NX)
         await redis.hset(self.key("members"), {self.member: self._report()})
 
+    async def leave(self) -> None:
+        """Commit what is left, then give up the lease: the others adopt what stays. The
+        server calls it at shutdown, once its clients are gone, before it cancels `run`."""
+        if self._tasks is not None:
+            self._tasks.cancel()  # nothing more comes in: the inbox waits for the adopter
+            await self._left.wait()
+
     async def _leave(self) -> None:
-        """Commit what is left, then give up the lease: the others adopt what stays."""
         if self.redis is None:
             return
         try:
@@ -476,7 +487,8 @@ class ClusterNode:
 
     def _pending(self) -> bool:
         return bool(self.journal.position > self.journal.committed or self._outbox
-                    or self._ops or self._acks or self._route_changes or self._claims)
+                    or self._ops or self._first or self._acks or self._route_changes
+                    or self._claims)
 
     async def _commit(self) -> None:
         """One round: the journal and everything the cluster has to say, in one call."""
@@ -487,7 +499,7 @@ class ClusterNode:
         for client_id in claims:
             ops += ("CL", client_id)
         ops += self._ops
-        self._ops = []
+        first, self._ops, self._first = self._first, [], []
         outbox, self._outbox = self._outbox, {}
         for member, records in outbox.items():
             ops += ("FW", member, b"".join(records))
@@ -501,10 +513,11 @@ class ClusterNode:
             for topic_filter in broadcast.removed:
                 ops += ("RR", topic_filter)
             ops += ("PB", str(broadcast.sequence), BROADCAST + codec.encode_broadcast(broadcast))
-        if not changes and not ops:
+        if not changes and not ops and not first:
             self.journal.committed_up_to(position)
             return
-        answers = await self.store.commit(changes, ops)
+        with trio.CancelScope(shield=True):  # a commit that started is waited for
+            answers = await self.store.commit(changes, ops, first)
         self.figures["commits"] += 1
         self.figures["batches_sent"] += len(outbox)
         owners = dict(zip(answers[::2], answers[1::2], strict=True))
@@ -670,7 +683,7 @@ class ClusterNode:
                     broker.adopt(stored, will, now)
                     adopted.add(client_id)
                     self.owned.add(client_id)
-                    self._op("OW", client_id, self.member)
+                    self._first += ("OW", client_id, self.member)  # before its records
                 else:
                     if will is not None:
                         broker.publish_will(client_id, will, now)

@@ -124,10 +124,11 @@ class RedisStore(journal.Store):
 
     # ------------------------------------------------------------------ async: a node
 
-    async def commit(self, changes: Sequence[Change], ops: Sequence[str | bytes] = ()
-                     ) -> list[str]:
-        """Apply `changes` and then `ops` in one transaction; the answers to claims."""
-        args: Ops = [self.prefix, self.member, "1" if self.fence else "0"]
+    async def commit(self, changes: Sequence[Change], ops: Sequence[str | bytes] = (),
+                     first: Sequence[str | bytes] = ()) -> list[str]:
+        """Apply `first`, `changes` and then `ops` in one transaction (`first`: ownership
+        that the changes need); the answers to claims."""
+        args: Ops = [self.prefix, self.member, "1" if self.fence else "0", *first]
         args += journal_ops(changes, self._clock())
         args += ops
         redis = self._client()
