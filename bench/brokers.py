@@ -143,6 +143,8 @@ class BrokerKind(ABC):
     name: str
     label: str
     config: Path | None = None  # a fixed config file, for brokers that have one
+    scenarios: tuple[str, ...] | None = None  # the scenarios it runs (None: all)
+    pinned = True  # on the broker CPU; False: free to use every CPU
 
     def prepare(self) -> None:
         """Install or check what the broker needs (once per harness run)."""
@@ -305,4 +307,21 @@ def _git(*args: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-BROKERS: dict[str, BrokerKind] = {kind.name: kind for kind in (Mqttish(), Mosquitto(), Amqtt())}
+class MqttishWorkers(Mqttish):
+    """`mqttish --workers 2` (docs/scaling.md): two processes and a private redis-server,
+    free to use both CPUs, so they share one with the load generator."""
+
+    name = "mqttish-w2"
+    label = "mqttish --workers 2"
+    scenarios = ("fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "connections")
+    pinned = False
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        return [*super().command(port, workdir), "--workers", "2"]
+
+    def start(self, port: int, workdir: Path, pinning: Pinning) -> RunningBroker:
+        return super().start(port, workdir, Pinning(None, None))
+
+
+BROKERS: dict[str, BrokerKind] = {kind.name: kind for kind in (
+    Mqttish(), MqttishWorkers(), Mosquitto(), Amqtt())}

@@ -100,7 +100,8 @@ class Harness:
         for kind in kinds:
             kind.prepare()
         plan = [(run, scenario, kind) for run in range(1, self.args.runs + 1)
-                for scenario in self.args.scenario for kind in kinds]
+                for scenario in self.args.scenario for kind in kinds
+                if kind.scenarios is None or scenario in kind.scenarios]
         results = []
         for index, (run, scenario, kind) in enumerate(plan, 1):
             started = time.monotonic()
@@ -123,7 +124,7 @@ class Harness:
         tag = f"{self.stamp}-{scenario}-{kind.name}-{run}"
         command = [*self.pinning.load_prefix(), sys.executable, "-m", "bench.loadgen",
                    "--scenario", scenario, "--port", str(port), "--broker-pid", str(broker.pid)]
-        if self.pinning.broker_cpu is not None:
+        if self.pinning.broker_cpu is not None and kind.pinned:
             command += ["--broker-cpu", str(self.pinning.broker_cpu)]
         if self.args.smoke:
             command.append("--smoke")

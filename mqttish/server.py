@@ -337,6 +337,8 @@ class Server:
     def stats(self, now: float) -> BrokerStats:
         assert self.broker is not None
         stats = self.broker.stats(now, self.started_at)
+        if self.cluster is not None:
+            return dataclasses.replace(stats, cluster=self.cluster.stats())
         if self.commits is None or self.store is None:
             return stats
         return dataclasses.replace(

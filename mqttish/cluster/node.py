@@ -65,6 +65,7 @@ from mqttish.config import ClusterConfig
 from mqttish.core.broker import Broker, HeldPublish
 from mqttish.core.journal import Journal
 from mqttish.core.message import Message
+from mqttish.core.metrics import ClusterFigures, NodeFigures
 from mqttish.core.store import (
     MessageSaved,
     RetainedDeleted,
@@ -154,6 +155,8 @@ class ClusterNode:
     # ------------------------------------------------------------------ Remote (core side)
 
     def forward(self, message: Message, now: float) -> int:
+        if message.topic.startswith("$SYS/"):
+            return 0  # every node has a $SYS tree of its own
         match = self.routes.match(message.topic)
         if match is None or not (match.members or match.groups):
             return 0
@@ -372,15 +375,35 @@ class ClusterNode:
             log.warning("cluster node %s could not leave cleanly: %s", self.member, exc)
 
     def _report(self) -> str:
-        stats = self.broker.metrics
+        """What this node tells the others about itself (the `members` hash)."""
+        figures = self._own_figures()
         return json.dumps({
             "node_id": self.node_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "started": self.started_at, "updated": time.time(),
-            "clients": stats.clients_connected, "sessions": len(self.broker.sessions),
-            "messages_received": stats.publish_received, "messages_sent": stats.publish_sent,
-            "forwarded": self.figures["forwarded"], "received": self.figures["received"],
-            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
+            "started": self.started_at, "updated": time.time(), "clients": figures.clients,
+            "sessions": figures.sessions, "publish_received": figures.publish_received,
+            "publish_sent": figures.publish_sent, "load": figures.load,
         })
+
+    def _own_figures(self) -> NodeFigures:
+        metrics = self.broker.metrics
+        return NodeFigures(self.node_id, self.member, metrics.clients_connected,
+                           len(self.broker.sessions), metrics.publish_received,
+                           metrics.publish_sent,
+                           os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+
+    def stats(self) -> ClusterFigures:
+        """$SYS and /metrics: this node and the others as they last reported."""
+        nodes = [self._own_figures()]
+        for member, report in sorted(self.members.items()):
+            nodes.append(NodeFigures(
+                str(report.get("node_id", member)), member, int(report.get("clients", 0)),
+                int(report.get("sessions", 0)), int(report.get("publish_received", 0)),
+                int(report.get("publish_sent", 0)), float(report.get("load", 0.0))))
+        figures = self.figures
+        return ClusterFigures(self.member, tuple(nodes), self.routes.count,
+                              figures["forwarded"], figures["received"],
+                              figures["batches_sent"], figures["batches_received"],
+                              figures["commits"], figures["takeovers"], figures["adopted"])
 
     # ------------------------------------------------------------------ routes and retained
 

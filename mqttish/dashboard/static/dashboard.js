@@ -155,9 +155,42 @@
       card.el.querySelector(".card-value").textContent = shown;
       card.el.querySelector(".card-detail").textContent = card.detail(value);
     }
+    renderNodes();
     if (sys.has("version")) $("version").textContent = sys.get("version");
     const uptime = parseInt(sys.get("uptime"), 10);
     if (Number.isFinite(uptime)) $("uptime").textContent = `up ${formatDuration(uptime)}`;
+  }
+
+  /** The nodes of a cluster, from $SYS/broker/cluster/nodes (absent on a single broker). */
+  function renderNodes() {
+    const raw = sys.get("cluster/nodes");
+    if (raw === undefined) return;
+    let nodes;
+    try {
+      nodes = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    const here = sys.get("cluster/node");
+    const body = $("nodes").querySelector("tbody");
+    body.replaceChildren();
+    const members = Object.keys(nodes).sort();
+    for (const member of members) {
+      const node = nodes[member];
+      const row = document.createElement("tr");
+      row.dataset.member = member;
+      if (member === here) row.classList.add("here");
+      for (const value of [node.node_id + (member === here ? " (this node)" : ""),
+        formatNumber(node.clients), formatNumber(node.sessions), formatNumber(node.received),
+        formatNumber(node.sent), Number(node.load).toFixed(2)]) {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        row.appendChild(cell);
+      }
+      body.appendChild(row);
+    }
+    $("node-count").textContent = String(members.length);
+    $("nodes-panel").hidden = false;
   }
 
   // ------------------------------------------------------------------ topic tree
