@@ -19,17 +19,21 @@ _prefixes = itertools.count()
 class Cluster:
     """`size` nodes sharing one Redis under a key prefix of their own."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, size: int = 3,
-                 extra: str = "") -> None:
+    def __init__(self, tmp_path: Path, redis_url: str, size: int = 3, *,
+                 websocket: bool = False, sys_interval: float = 0) -> None:
         self.prefix = f"c{next(_prefixes)}"
         self.ports = [free_port() for _ in range(size)]
+        self.ws_ports = [free_port() for _ in range(size)] if websocket else []
         self.configs = []
         for index, port in enumerate(self.ports):
             config = tmp_path / f"node{index}.yaml"
+            listeners = f"  - port: {port}\n"
+            if websocket:
+                listeners += f"  - port: {self.ws_ports[index]}\n    protocol: websocket\n"
             config.write_text(
-                f"listeners:\n  - port: {port}\nsys_interval: 0\nconnect_timeout: 10\n"
+                f"listeners:\n{listeners}sys_interval: {sys_interval}\nconnect_timeout: 10\n"
                 f"cluster:\n  redis: {redis_url}\n  node_id: n{index}\n  lease: {LEASE}\n"
-                f"  prefix: {self.prefix}\n{extra}")
+                f"  prefix: {self.prefix}\n")
             self.configs.append(config)
         self.nodes: list[BrokerProcess | None] = [None] * size
 
@@ -38,7 +42,7 @@ class Cluster:
             self.nodes[index] = BrokerProcess("-c", str(self.configs[index]))
         for node in self.nodes:
             assert node is not None
-            await trio.to_thread.run_sync(node.wait_for, "listening on", 30.0)
+            await trio.to_thread.run_sync(node.wait_for, "listening on 127", 30.0)
         return self
 
     def kill(self, index: int) -> None:
