@@ -89,7 +89,7 @@ def serve_main(argv: Sequence[str]) -> int:
         failure = trio.run(_serve_until_signalled,
                            Server(config, store=store, reuse_port=args.reuse_port))
     except* StartupError as group:
-        for error in group.exceptions:
+        for error in _leaves(group):  # (raised inside nurseries: nested groups)
             print(f"mqttish: {error}", file=sys.stderr)
         status = 1
     else:
@@ -119,6 +119,13 @@ async def _serve(server: Server, signals: trio.CancelScope, *,
                  task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     await server.run(task_status=task_status)
     signals.cancel()  # it stopped: nothing to wait for any more
+
+
+def _leaves(group: BaseExceptionGroup[StartupError]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return found
 
 
 def _without_workers(argv: Sequence[str]) -> list[str]:

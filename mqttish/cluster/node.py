@@ -81,6 +81,7 @@ log = logging.getLogger("mqttish.cluster")
 
 INBOX_BATCH = 256  # inbox entries read at once
 BROADCAST, CONTROL = b"B", b"C"  # what a message on a control channel is
+OUTBOX_LIMIT = 32 * 1024 * 1024  # bytes waiting for the next commit, beyond which QoS 0 drops
 ADOPTED_MEMORY = 300.0  # seconds a node remembers which sessions it adopted from a dead one
 
 
@@ -123,6 +124,7 @@ class ClusterNode:
         self.started_at = time.time()
         # What the next commit carries besides the journal.
         self._outbox: dict[str, list[bytes]] = {}
+        self._outbox_bytes = 0
         self._ops: Ops = []
         self._first: Ops = []  # ownership that this round's journal records need
         self._acks: list[tuple[str, str]] = []  # (inbox's member, entry id)
@@ -161,17 +163,16 @@ class ClusterNode:
         if match is None or not (match.members or match.groups):
             return 0
         count = 0
+        qos = message.qos
         if match.members:
             record = codec.encode_forwarded(message, now)
             for member in match.members:
-                self._send(member, record)
-            count = len(match.members)
+                count += self._send(member, record, qos)
         for share_name, members in match.groups:
             if share_name in self.local:
                 continue  # a group with members here: Broker._give_to_group asks share_elsewhere
-            self._send(self._turn(share_name, members, False),
-                       codec.encode_forwarded(message, now, share_name))
-            count += 1
+            count += self._send(self._turn(share_name, members, False),
+                                codec.encode_forwarded(message, now, share_name), qos)
         if message.qos:
             self.journal.note()
         self.figures["forwarded"] += count
@@ -187,8 +188,9 @@ class ClusterNode:
         member = self._turn(share_name, members, member_here)
         if member == self.member:
             return False
-        self._send(member, codec.encode_forwarded(message, now, share_name, dup,
-                                                  relayed=self._delivering))
+        if not self._send(member, codec.encode_forwarded(message, now, share_name, dup,
+                                                         relayed=self._delivering), message.qos):
+            return True  # dropped (counted): it was not this node's to give either
         if message.qos:
             self.journal.note()
         self.figures["forwarded"] += 1
@@ -201,12 +203,19 @@ class ClusterNode:
         pick = turn % choices
         return self.member if pick == len(members) else members[pick]
 
-    def _send(self, member: str, record: bytes) -> None:
+    def _send(self, member: str, record: bytes, qos: int) -> bool:
+        """Add a record to `member`'s outbox; False if a QoS 0 one finds it full (dropped:
+        QoS 1/2 publishers wait for the commit, so they bound it themselves)."""
+        if qos == 0 and self._outbox_bytes >= OUTBOX_LIMIT:
+            self.broker.metrics.publish_dropped += 1
+            return False
         records = self._outbox.get(member)
         if records is None:
             records = self._outbox[member] = []
             self._wake.set()
         records.append(record)
+        self._outbox_bytes += len(record)
+        return True
 
     def session_started(self, client_id: str, will: Will | None) -> None:
         if client_id not in self.owned:  # an id the broker assigned: nobody else has it
@@ -243,7 +252,11 @@ class ClusterNode:
         """Make this node the owner of `client_id` before its CONNECT is accepted: if
         another node has the session, have it released and load it here."""
         while trio.current_time() < give_up_at:
-            owner = await self._claim_round(client_id)
+            owner = None
+            with trio.move_on_at(give_up_at):  # (commits may have stopped: Redis failed)
+                owner = await self._claim_round(client_id)
+            if owner is None:
+                return False
             if not owner:
                 self.owned.add(client_id)
                 return True
@@ -318,15 +331,25 @@ class ClusterNode:
                 finally:
                     self._left.set()
                     self.redis = None
-        except (RedisError, OSError) as exc:
-            error = StoreError(f"Redis at {self.config.redis}: {exc}")
+        except Exception as exc:  # coredis's task groups wrap its errors in groups
+            error = self._failure_of(exc)
+            if error is None:
+                raise
             if not started:
                 raise error from exc
             on_failure(error)
-        except StoreError as exc:
-            if not started:
-                raise
-            on_failure(exc)
+
+    def _failure_of(self, exc: BaseException) -> StoreError | None:
+        """The StoreError that `exc` amounts to, if it is Redis failing (None: a bug)."""
+        leaves = [exc]
+        while any(isinstance(leaf, BaseExceptionGroup) for leaf in leaves):
+            leaves = [inner for leaf in leaves for inner in (
+                leaf.exceptions if isinstance(leaf, BaseExceptionGroup) else (leaf,))]
+        if not all(isinstance(leaf, RedisError | OSError | StoreError) for leaf in leaves):
+            return None
+        first = leaves[0]
+        return first if isinstance(first, StoreError) else StoreError(
+            f"Redis at {self.config.redis}: {first}")
 
     async def _guard(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Redis errors in a task end the node (the server stops: nothing unsaved is
@@ -524,6 +547,7 @@ class ClusterNode:
         ops += self._ops
         first, self._ops, self._first = self._first, [], []
         outbox, self._outbox = self._outbox, {}
+        self._outbox_bytes = 0
         for member, records in outbox.items():
             ops += ("FW", member, b"".join(records))
         for member, entry in self._acks:

@@ -80,3 +80,12 @@ def test_workers_outside_the_limits_are_refused(workers: str) -> None:
     supervisor = BrokerProcess("--workers", workers, "-p", str(free_port()))
     assert supervisor.wait(30) == 2
     assert "workers: must be between 1 and 256" in supervisor.text()
+
+
+def test_a_node_that_cannot_reach_redis_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text(f"listeners:\n  - port: {free_port()}\n"
+                      f"cluster:\n  redis: unix://{tmp_path}/no-redis.sock\n")
+    node = BrokerProcess("-c", str(config))
+    assert node.wait(30) == 1
+    assert "mqttish: cannot join the cluster: Redis at unix://" in node.text()
