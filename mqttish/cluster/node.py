@@ -74,7 +74,8 @@ from mqttish.core.store import (
     StoreError,
 )
 from mqttish.log_text import clip
-from mqttish.persistence.clock import deadline
+from mqttish.persistence.clock import SESSION_EXPIRY_GRACE, deadline
+from mqttish.persistence.group_commit import STORE_HOUSEKEEPING_INTERVAL
 from mqttish.protocol.packets import Will
 
 log = logging.getLogger("mqttish.cluster")
@@ -674,9 +675,15 @@ class ClusterNode:
     # ------------------------------------------------------------------ leases and death
 
     async def _keep_lease(self) -> None:
+        """Renew the lease and the report (every lease / 3), and now and then have the
+        next commit do the store's housekeeping (expired messages, forgotten sessions)."""
         redis = self._redis()
+        housekeeping_due = trio.current_time() + STORE_HOUSEKEEPING_INTERVAL
         while True:
             await trio.sleep(self.lease / 3)
+            if trio.current_time() >= housekeeping_due:
+                housekeeping_due = trio.current_time() + STORE_HOUSEKEEPING_INTERVAL
+                self._op("HK", repr(time.time()), repr(SESSION_EXPIRY_GRACE))
             renewed = await redis.set(self.key("lease", self.member), "1",
                                       px=int(self.lease * 1000), condition=PureToken.XX)
             if not renewed:
