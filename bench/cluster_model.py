@@ -26,9 +26,16 @@ from pathlib import Path
 import coredis
 import trio
 
+from mqttish.cluster.codec import decode_batch, encode_forwarded
 from mqttish.cluster.redis_server import RedisServer
 from mqttish.cluster.routes import RouteTable
 from mqttish.cluster.store import SCRIPT
+from mqttish.config import Config
+from mqttish.core.broker import Broker
+from mqttish.core.connection import Connection
+from mqttish.core.message import Message
+from mqttish.protocol.codec import encode
+from mqttish.protocol.packets import Connect, Publish, Subscribe, SubscriptionRequest
 
 ROUNDS = 2000
 
@@ -121,6 +128,60 @@ async def measure(redis: coredis.Redis[bytes], url: str) -> Costs:
                  (records - empty) / 50)
 
 
+def node_costs(messages: int = 100_000) -> dict[str, float]:
+    """Microseconds of one node's CPU per message (sans-IO core, no sockets): a QoS 0
+    PUBLISH read from a local 3.1.1 client and delivered to a local subscriber; the
+    same message relayed to another node (routed, encoded, put in the outbox); and
+    received from another node and delivered to a local subscriber."""
+    def subscribed_broker() -> tuple[Broker, Connection]:
+        broker = Broker(Config(max_queued_messages=10**6, backpressure_watermark=10**6))
+        subscriber = Connection(broker, "sub", 0.0)
+        subscriber.receive_data(encode(Connect("sub")) + encode(
+            Subscribe(1, (SubscriptionRequest("bench/#"),))), 0.0)
+        subscriber.data_to_send(0.0)
+        return broker, subscriber
+
+    frames = [encode(Publish(f"bench/p/{n % 10:02d}", b"x" * 64)) for n in range(messages)]
+    chunks = [b"".join(frames[i:i + 100]) for i in range(0, messages, 100)]
+    broker, subscriber = subscribed_broker()
+    publisher = Connection(broker, "pub", 0.0)
+    publisher.receive_data(encode(Connect("pub")), 0.0)
+    started = time.perf_counter()
+    for chunk in chunks:
+        publisher.receive_data(chunk, 0.0)
+        subscriber.data_to_send(0.0)
+    local = (time.perf_counter() - started) / messages * 1e6
+
+    class Outbox:  # what a relaying node does with a message: match, encode once, append
+        def __init__(self) -> None:
+            self.records: list[bytes] = []
+
+    relay = Outbox()
+    table = RouteTable()
+    table.add("other", "bench/#")
+    published = []
+    for number, frame in enumerate(frames):  # as they arrived from 3.1.1 publishers
+        message = Message(f"bench/p/{number % 10:02d}", b"x" * 64, origin=f"p{number % 10}")
+        message.arrived_as(frame)
+        published.append(message)
+    started = time.perf_counter()
+    for message in published:
+        if table.match(message.topic).members:
+            relay.records.append(encode_forwarded(message, 0.0))
+    relayed = (time.perf_counter() - started) / messages * 1e6
+    batches = [b"".join(relay.records[i:i + 100]) for i in range(0, messages, 100)]
+
+    broker, subscriber = subscribed_broker()
+    started = time.perf_counter()
+    for batch in batches:
+        for forwarded in decode_batch(batch, 0.0):
+            broker.publish_forwarded(forwarded.message, 0.0)
+        subscriber.data_to_send(0.0)
+    received = (time.perf_counter() - started) / messages * 1e6
+    return {"local publish, delivered": local, "relayed to another node": relayed,
+            "received from another node, delivered": received}
+
+
 def route_table_bytes(filters: int) -> float:
     """Bytes per (node, filter) entry of a node's RouteTable (tracemalloc)."""
     tracemalloc.start()
@@ -167,9 +228,16 @@ def redis_busy(costs: Costs, nodes: int, load: Load) -> dict[str, float]:
     return {name: usec / 1e6 for name, usec in parts.items()}
 
 
-def report(costs: Costs, entry_bytes: float) -> str:
+def report(costs: Costs, entry_bytes: float, node: dict[str, float]) -> str:
     load = Load()
-    lines = ["Redis CPU per operation (INFO commandstats, microseconds):", ""]
+    lines = ["A node's CPU per QoS 0 message, 64-byte payload (sans-IO core, microseconds):",
+             ""]
+    lines += [f"- {name}: {value:.2f}" for name, value in node.items()]
+    local, _, received = node.values()
+    lines += ["", "Fan-in to one subscriber on two nodes, publishers split evenly: the "
+              f"subscriber's node spends {(local + received) / 2:.2f} us per message, "
+              f"so at best {2 * local / (local + received):.2f}x one node's rate.", "",
+              "Redis CPU per operation (INFO commandstats, microseconds):", ""]
     for name, value in vars(costs).items():
         lines.append(f"- {name}: {value:.2f}")
     lines += ["", f"Route table: {entry_bytes:.0f} bytes per (node, filter) entry", "",
@@ -195,7 +263,7 @@ async def main_async(directory: Path) -> str:
             costs = await measure(redis, server.url)
     finally:
         server.stop()
-    return report(costs, route_table_bytes(100_000))
+    return report(costs, route_table_bytes(100_000), node_costs())
 
 
 def main(argv: list[str] | None = None) -> int:

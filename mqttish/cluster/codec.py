@@ -3,9 +3,10 @@
 Forwarded messages travel as the MQTT PUBLISH packets they already are
 (a 3.1.1 QoS 0 message as the very bytes it arrived as, which a 3.1.1
 subscriber on the receiving node is sent unchanged), each behind a small
-header: who published it (for No Local), how long it has left to live, and
-the shared group it was given to, if any. A batch is such records one after
-the other.
+header: how long it has left to live, and the shared group it was given to,
+if any. A batch is such records one after the other. Who published it is
+left out: No Local compares it with the receiving session's client id, and a
+client id is connected on one node only, the publisher's.
 
 Store records (messages, wills, subscriptions, deliveries) are packed with
 `struct` and MQTT's own property codec. Times in them are wall-clock
@@ -17,19 +18,30 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mqttish.core.message import Message
 from mqttish.core.store import MessageSaved, StoredMessage
 from mqttish.errors import LocalProtocolError, RemoteProtocolError
 from mqttish.protocol import properties as P
+from mqttish.protocol.bounded_cache import BoundedCache
 from mqttish.protocol.codec import decode_publish_frame
 from mqttish.protocol.packets import MQTT_3_1_1, MQTT_5, RetainHandling, SubscriptionRequest, Will
 from mqttish.protocol.properties import NO_PROPERTIES, decode_properties, encode_properties
-from mqttish.protocol.wire import decode_binary, decode_string, encode_binary, encode_string
+from mqttish.protocol.wire import (
+    check_string,
+    decode_binary,
+    decode_string,
+    decode_varint,
+    encode_binary,
+    encode_string,
+)
 
-_V5, _DUP, _EXPIRY, _ORIGIN, _SHARED, _RELAYED = 1, 2, 4, 8, 16, 32
+_V5, _DUP, _EXPIRY, _SHARED, _RELAYED = 1, 2, 4, 16, 32
 _DOUBLE = struct.Struct(">d")
 _HEAD = struct.Struct(">BBB")  # qos, retain, flags
+STRING_CACHE_BYTES = 2 * 1024 * 1024
+MAX_CACHED_STRING = 2048
 
 
 class CodecError(ValueError):
@@ -39,14 +51,39 @@ class CodecError(ValueError):
 # ------------------------------------------------------------------ forwarded messages
 
 
-@dataclass(frozen=True, slots=True)
-class Forwarded:
+class Forwarded(NamedTuple):
     """A message from another node: for the sessions here, or for one shared group."""
 
     message: Message
     share_name: str | None  # `$share/<group>/<filter>` whose members here get it
     dup: bool  # a shared group's member may have had it before
     relayed: bool  # a node with no member free passed it on: it goes no further
+
+
+# Strings that recur in batches (client ids, topics, group names), encoded and decoded
+# once: bounded by bytes, and a string is kept only once it is seen a second time.
+_encoded: BoundedCache[str, bytes] = BoundedCache(STRING_CACHE_BYTES, MAX_CACHED_STRING)
+_decoded: BoundedCache[bytes, str] = BoundedCache(STRING_CACHE_BYTES, MAX_CACHED_STRING)
+
+
+def _encode(text: str) -> bytes:
+    encoded = _encoded.get(text)
+    if encoded is None:
+        encoded = encode_string(text)
+        _encoded.put(text, encoded, 2 * len(encoded))
+    return encoded
+
+
+def _decode(data: bytes, pos: int) -> tuple[str, int]:
+    stop = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+    if stop > len(data):
+        raise CodecError("a string overruns its batch")
+    raw = data[pos + 2:stop]
+    text = _decoded.get(raw)
+    if text is None:
+        text = check_string(raw)
+        _decoded.put(raw, text, 2 * len(raw))
+    return text, stop
 
 
 def encode_forwarded(message: Message, now: float, share_name: str | None = None,
@@ -56,15 +93,12 @@ def encode_forwarded(message: Message, now: float, share_name: str | None = None
     parts = [b""]
     if dup:
         flags |= _DUP
-    if message.origin is not None:
-        flags |= _ORIGIN
-        parts.append(encode_string(message.origin))
     if message.expires_at is not None:
         flags |= _EXPIRY
         parts.append(_DOUBLE.pack(message.expires_at - now))
     if share_name is not None:
         flags |= _SHARED
-        parts.append(encode_string(share_name))
+        parts.append(_encode(share_name))
     qos = message.qos
     if qos == 0 and message.properties is NO_PROPERTIES and not message.retain:
         parts.append(message.frame(MQTT_3_1_1, 0, False)[0])  # what a 3.1.1 client is sent
@@ -84,20 +118,26 @@ def decode_batch(data: bytes, now: float) -> Iterator[Forwarded]:
         while pos < end:
             flags = data[pos]
             pos += 1
-            origin = share_name = None
+            share_name = None
             expires_at = None
-            if flags & _ORIGIN:
-                origin, pos = decode_string(data, pos, end)
             if flags & _EXPIRY:
                 expires_at = now + _DOUBLE.unpack_from(data, pos)[0]
                 pos += 8
             if flags & _SHARED:
-                share_name, pos = decode_string(data, pos, end)
+                share_name, pos = _decode(data, pos)
             start = pos
-            packet, pos = decode_publish_frame(data, pos, MQTT_5 if flags & _V5 else MQTT_3_1_1)
-            message = Message(packet.topic, packet.payload, packet.qos, packet.retain,
-                              packet.properties, expires_at, origin)
-            if not flags & _V5:
+            if flags & _V5:
+                packet, pos = decode_publish_frame(data, pos, MQTT_5)
+                message = Message(packet.topic, packet.payload, packet.qos, packet.retain,
+                                  packet.properties, expires_at)
+            else:  # a plain QoS 0 packet, the common case: read in place
+                length, body = decode_varint(data, pos + 1, end)
+                pos = body + length
+                topic, payload_at = _decode(data, body)
+                if data[start] != 0x30 or pos > end or payload_at > pos:
+                    raise CodecError("not a plain QoS 0 PUBLISH")
+                message = Message(topic, data[payload_at:pos], 0, False, NO_PROPERTIES,
+                                  expires_at)
                 message.arrived_as(data[start:pos])
             yield Forwarded(message, share_name, bool(flags & _DUP), bool(flags & _RELAYED))
     except (RemoteProtocolError, struct.error, IndexError) as exc:
