@@ -320,7 +320,16 @@ class MqttishWorkers(Mqttish):
         return [*super().command(port, workdir), "--workers", "2"]
 
     def start(self, port: int, workdir: Path, pinning: Pinning) -> RunningBroker:
-        return super().start(port, workdir, Pinning(None, None))
+        return super().start(port, workdir, _EveryCpu(None, None))
+
+
+class _EveryCpu(Pinning):
+    """Not pinned: every CPU of the machine (the harness pins itself, and so its children,
+    to the load CPU: a broker started without `taskset` would inherit that)."""
+
+    def broker_prefix(self) -> list[str]:
+        last = (os.cpu_count() or 1) - 1
+        return ["taskset", "-c", f"0-{last}"] if shutil.which("taskset") else []
 
 
 BROKERS: dict[str, BrokerKind] = {kind.name: kind for kind in (
