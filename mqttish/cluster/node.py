@@ -615,6 +615,7 @@ class ClusterNode:
             for entry in reply[inbox.encode()]:
                 last = cast(bytes, entry.identifier).decode()
                 await self._deliver(entry.field_values, self.member, last)
+                await trio.lowlevel.checkpoint()  # let the clients have it before the next
 
     async def _deliver(self, fields: Any, inbox: str, entry: str) -> None:
         """Deliver one inbox entry here, and acknowledge it in the next commit."""
