@@ -126,6 +126,9 @@ class Broker:
         client_id = packet.client_id
         assigned = None
         if not client_id:
+            if not self.config.allow_zero_length_clientid:
+                log.info("refused %s: empty client id (allow_zero_length_clientid is off)", peer)
+                return ConnAck(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
             if version == MQTT_5 or (version == MQTT_3_1_1 and packet.clean_start):
                 client_id = assigned = "mqttish-" + secrets.token_hex(8)
             else:
@@ -137,7 +140,7 @@ class Broker:
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
-        client = ClientInfo(client_id, packet.username, peer, version, listener)
+        client = ClientInfo(client_id, packet.username, peer, version, listener, packet.bridge)
         refusal = self._refusal(client, packet, verdict)
         if refusal is not None:
             log.info("refused %s (%s): %s", clip(client_id), peer, refusal.name)
@@ -576,9 +579,12 @@ class Broker:
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
-        subscription = Subscription(session, topic_filter, granted, request.no_local,
-                                    request.retain_as_published, request.retain_handling,
-                                    identifier)
+        # A bridge (try_private) gets neither its own messages back nor retain flags
+        # cleared, as from Mosquitto: brokers sharing topics both ways do not loop.
+        bridged = client.bridge and shared is None
+        subscription = Subscription(session, topic_filter, granted, request.no_local or bridged,
+                                    request.retain_as_published or bridged,
+                                    request.retain_handling, identifier)
         session.subscriptions[topic_filter] = subscription
         group = self.subscriptions.add(subscription)
         if group is not None and group not in session.shared_groups:

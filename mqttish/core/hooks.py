@@ -37,6 +37,7 @@ class ClientInfo:
     peer: str
     protocol_level: int
     listener: int = 0  # index in config.listeners: settings may differ per listener
+    bridge: bool = False  # another broker's bridge (CONNECT's bridge bit, try_private)
 
 
 class Hook:
