@@ -23,6 +23,7 @@ class RedirectConfig:
 class BrokerSettings:
     allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     connection_messages: bool = True  # log each client's connect and disconnect
+    log_packets: bool = False  # log every packet in and out, as `mosquitto -v` (debug level)
 
     connect_timeout: float = 10.0
     max_keepalive: int = 65535
