@@ -351,13 +351,16 @@ class Broker:
     # ------------------------------------------------------------------ routing
 
     def publish(self, message: Message, now: float, client: ClientInfo | None = None,
-                publisher: Waiter | None = None) -> int | HeldPublish:
+                publisher: Waiter | None = None, since: float | None = None
+                ) -> int | HeldPublish:
         """Route a message to every matching session; return how many matched.
 
         With a `publisher` to hold back, a full queue whose client makes progress
         stops the fan-out: the `HeldPublish` returned finishes it later
         (`resume_publish`), once the queue has drained and released the publisher.
         Without one (wills, $SYS), a full queue drops the message, counted.
+        `since`: when the publisher started waiting, if this message was read while
+        it waited (it has been waiting since then too).
         """
         if message.retain:
             self.retained.set(message)
@@ -370,7 +373,7 @@ class Broker:
         if self.hooks.publish_observers:
             self.hooks.on_publish(client, message)
         return self._fan_out(message, self.subscriptions.match(message.topic), 0, now, publisher,
-                             now)
+                             now if since is None else since)
 
     def resume_publish(self, held: HeldPublish, now: float,
                        publisher: Waiter | None) -> int | HeldPublish:
@@ -403,10 +406,11 @@ class Broker:
             else:
                 delivery = plain
             session = target.session
+            if (publisher is not None and session.connection is not None
+                    and session.crowded(delivery)
+                    and self._holds(session, publisher, granted, now, since)):
+                return HeldPublish(message, match, index, session, since)
             if not session.enqueue(delivery, now):
-                if session.connection is not None and self._holds(
-                        session, publisher, granted, now, since):
-                    return HeldPublish(message, match, index, session, since)
                 self._dropped_for(session)
         groups = match.groups
         first_group = max(0, start - len(targets))
