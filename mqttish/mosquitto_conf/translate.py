@@ -463,10 +463,9 @@ class _Translator:
                 origins[f"listeners[{index}].{key}"] = line
             origins[f"listeners[{index}]"] = section.line
         settings = self.settings
-        anonymous_said = "allow_anonymous" in settings.data or any(
-            "allow_anonymous" in section.data for section in listeners)
-        if not anonymous_said:
-            data["allow_anonymous"] = local_only
+        # Mosquitto 2's default, for the listeners that do not say (the global value, if
+        # given, replaces it below).
+        data["allow_anonymous"] = local_only
         for key, limits in self.listener_limits.items():
             self._listener_limit(key, limits, len(listeners), data, origins)
         for key, value in settings.data.items():
