@@ -15,6 +15,10 @@ from enum import Enum
 from mqttish.core.message import Message
 from mqttish.protocol.packets import Connect
 
+# The `listener` of the broker's own in-process clients (a bridge's link): trusted, as
+# Mosquitto trusts its bridges; the security hook lets them in and lets them read and write.
+INTERNAL_LISTENER = -1
+
 
 class Decision(Enum):
     ALLOW = "allow"
