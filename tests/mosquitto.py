@@ -31,7 +31,9 @@ class Mosquitto:
         self.conf = directory / "mosquitto.conf"
         head = listener if listener is not None else \
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-        self.conf.write_text(f"{head}persistence_location {directory}/\n{extra}")
+        # As root, Mosquitto becomes the 'mosquitto' user, who cannot read the test's files.
+        user = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+        self.conf.write_text(f"{head}{user}persistence_location {directory}/\n{extra}")
         self.program: Program | None = None
 
     def start(self) -> Mosquitto:
