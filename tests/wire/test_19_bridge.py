@@ -70,28 +70,28 @@ async def test_out_in_and_both_with_prefixes_and_no_loop(
     here = server.ports[0]
     with trio.fail_after(TIMEOUT):
         await wait_for_state(here, "remote", b"1")
-        async with client(here, "local-app") as local, client(remote.port, "cloud-app") as cloud:
-            async with cloud.subscription("factory-7/sensors/#", 1) as at_cloud, \
-                    cloud.subscription("chat/#", 1) as cloud_chat, \
-                    local.subscription("commands/#", 1) as commands, \
-                    local.subscription("chat/#", 1) as local_chat:
-                await local.publish("site/sensors/line-1/temperature", "21.5", qos=1)
-                [out] = await take(at_cloud, 1)
-                assert (out.topic, out.payload) == ("factory-7/sensors/line-1/temperature",
-                                                    b"21.5")
-                await cloud.publish("factory-7/commands/line-1/stop", "now", qos=1)
-                [incoming] = await take(commands, 1)
-                assert (incoming.topic, incoming.payload) == ("commands/line-1/stop", b"now")
-                # Both ways: each side gets the other's message once, and its own once.
-                await local.publish("chat/from-here", "hello", qos=1)
-                await cloud.publish("chat/from-there", "hi", qos=1)
-                here_got = {m.topic for m in await take(local_chat, 2)}
-                there_got = {m.topic for m in await take(cloud_chat, 2)}
-                assert here_got == there_got == {"chat/from-here", "chat/from-there"}
-                # No loop: after a marker, nothing came back a second time.
-                await local.publish("chat/marker", "end", qos=1)
-                assert (await local_chat.receive()).topic == "chat/marker"
-                assert (await cloud_chat.receive()).topic == "chat/marker"
+        async with (client(here, "local-app") as local,
+                    client(remote.port, "cloud-app") as cloud,
+                    cloud.subscription("factory-7/sensors/#", 1) as at_cloud,
+                    cloud.subscription("chat/#", 1) as cloud_chat,
+                    local.subscription("commands/#", 1) as commands,
+                    local.subscription("chat/#", 1) as local_chat):
+            await local.publish("site/sensors/line-1/temperature", "21.5", qos=1)
+            [out] = await take(at_cloud, 1)
+            assert (out.topic, out.payload) == ("factory-7/sensors/line-1/temperature", b"21.5")
+            await cloud.publish("factory-7/commands/line-1/stop", "now", qos=1)
+            [incoming] = await take(commands, 1)
+            assert (incoming.topic, incoming.payload) == ("commands/line-1/stop", b"now")
+            # Both ways: each side gets the other's message once, and its own once.
+            await local.publish("chat/from-here", "hello", qos=1)
+            await cloud.publish("chat/from-there", "hi", qos=1)
+            here_got = {m.topic for m in await take(local_chat, 2)}
+            there_got = {m.topic for m in await take(cloud_chat, 2)}
+            assert here_got == there_got == {"chat/from-here", "chat/from-there"}
+            # No loop: after a marker, nothing came back a second time.
+            await local.publish("chat/marker", "end", qos=1)
+            assert (await local_chat.receive()).topic == "chat/marker"
+            assert (await cloud_chat.receive()).topic == "chat/marker"
     server.request_shutdown()
 
 
@@ -108,22 +108,22 @@ async def test_every_qos1_message_arrives_after_the_remote_was_stopped_and_broug
     seen: set[bytes] = set()
     with trio.fail_after(TIMEOUT * 2):
         await wait_for_state(here, "remote", b"1")
-        async with client(remote.port, "cloud-app", clean_start=False, reconnect=True) as cloud:
-            async with cloud.subscription("site/data/#", 1, keep=True) as at_cloud:
-                async with client(here, "publisher") as publisher:
-                    for number in range(20):
-                        await publisher.publish(f"data/{number}", str(number), qos=1)
-                    while len(seen) < 20:
-                        seen.add((await at_cloud.receive()).payload)
-                    remote.stop()
-                    await wait_for_state(here, "remote", b"0")
-                    for number in range(20, total):  # each acknowledged by mqttish
-                        await publisher.publish(f"data/{number}", str(number), qos=1)
-                [figures] = [bridge.figures() for bridge in server.bridges]
-                assert not figures.connected and figures.queued == total - 20
-                remote.start()
-                while len(seen) < total:
+        async with (client(remote.port, "cloud-app", clean_start=False, reconnect=True) as cloud,
+                    cloud.subscription("site/data/#", 1, keep=True) as at_cloud):
+            async with client(here, "publisher") as publisher:
+                for number in range(20):
+                    await publisher.publish(f"data/{number}", str(number), qos=1)
+                while len(seen) < 20:
                     seen.add((await at_cloud.receive()).payload)
+                remote.stop()
+                await wait_for_state(here, "remote", b"0")
+                for number in range(20, total):  # each acknowledged by mqttish
+                    await publisher.publish(f"data/{number}", str(number), qos=1)
+            [figures] = [bridge.figures() for bridge in server.bridges]
+            assert not figures.connected and figures.queued == total - 20
+            remote.start()
+            while len(seen) < total:
+                seen.add((await at_cloud.receive()).payload)
     assert seen == {str(number).encode() for number in range(total)}
     assert server.bridges[0].figures().queued == 0
     server.request_shutdown()
@@ -192,8 +192,8 @@ async def test_a_mosquitto_bridge_into_mqttish(nursery: trio.Nursery,
         f"connection to-mqttish\naddress 127.0.0.1:{here}\ntopic shared/# both 1\n"
         "cleansession true\nremote_clientid edge-1\n")
     with trio.fail_after(TIMEOUT):
-        async with client(here, "watcher") as watcher, \
-                watcher.subscription("$SYS/broker/connection/edge-1/state") as states:
+        async with (client(here, "watcher") as watcher,
+                    watcher.subscription("$SYS/broker/connection/edge-1/state") as states):
             assert (await states.receive()).payload == b"1"
         async with client(here, "a") as a, client(remote.port, "b") as b, \
                 a.subscription("shared/#", 1) as at_a, b.subscription("shared/#", 1) as at_b:
