@@ -53,12 +53,13 @@ def connection_type(settings: BrokerSettings) -> type[Connection]:
 class LoggedConnection(Connection):
     """A `Connection` that logs the packets it receives and sends."""
 
-    __slots__ = ("_incoming", "_outgoing")
+    __slots__ = ("_incoming", "_named", "_outgoing")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._incoming: PacketDecoder | None = PacketDecoder()
         self._outgoing = PacketDecoder()
+        self._named = ""  # the client id of the CONNECT logged (read before it is handled)
 
     def receive_data(self, data: bytes | bytearray, now: float) -> None:
         if data and self._incoming is not None:
@@ -82,11 +83,12 @@ class LoggedConnection(Connection):
 
     def _who(self, packet: Packet, verb: str) -> str:
         direction = "from" if verb == "Received" else "to"
+        if isinstance(packet, Connect):
+            self._named = packet.client_id
+            return f"from {self.peer} as {clip(packet.client_id)}"
         if self.client is not None:
             return f"{direction} {clip(self.client.client_id)}"
-        if isinstance(packet, Connect):
-            return f"from {self.peer} as {clip(packet.client_id)}"
-        return f"{direction} {self.peer}"
+        return f"{direction} {clip(self._named) if self._named else self.peer}"
 
 
 def describe(packet: Packet, who: str) -> str:
