@@ -27,7 +27,7 @@ from mqttish.transport.listeners import StartupError
 
 log = logging.getLogger("mqttish")
 
-SUBCOMMANDS = ("serve", "pub", "sub", "passwd", "convert")
+SUBCOMMANDS = ("serve", "pub", "sub", "passwd", "backup", "convert")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -156,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mqttish.auth import passwd_cli
 
         return passwd_cli.main(args)
+    if command == "backup":
+        from mqttish.persistence import backup
+
+        return backup.main(args)
     from mqttish.client import cli as client_cli
 
     return client_cli.main(command, args)

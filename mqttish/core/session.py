@@ -126,6 +126,7 @@ class SessionLimits(Protocol):
 class Session(Drainable):
     __slots__ = (
         "_sequence", "client", "client_id", "connection", "expires_at", "expiry_interval",
+        "hold_at",
         "incoming_qos2",
         "journal", "last_progress", "limits", "outgoing", "queue", "queued_bytes",
         "shared_groups", "stalled", "subscriptions", "username", "will", "will_at",
@@ -140,6 +141,10 @@ class Session(Drainable):
         self.connection: Attached | None = None
         self.queue = NO_QUEUE
         self.queued_bytes = 0
+        # How many queued deliveries hold back the publishers of a client making progress
+        # (its watermark, within its bound); with a byte bound, `crowded` says.
+        self.hold_at = (min(limits.backpressure_watermark, limits.max_queued_messages)
+                        if not limits.max_queued_bytes else 0)
         self.outgoing: Outgoing[Delivery] = Outgoing()
         self.incoming_qos2 = IncomingQos2()
         self.expiry_interval = 0
@@ -295,7 +300,10 @@ class Session(Drainable):
 
     def acknowledged(self, packet_id: int) -> Delivery | None:
         """PUBACK: the delivery is over (None if no QoS 1 delivery awaited it)."""
-        return self._ended(self.outgoing.acknowledged(packet_id))
+        delivery = self.outgoing.acknowledged(packet_id)
+        if delivery is not None and delivery.sequence:
+            self.discard(delivery)
+        return delivery
 
     def completed(self, packet_id: int) -> Delivery | None:
         """PUBCOMP: the delivery is over (None if no QoS 2 delivery awaited it)."""
