@@ -22,6 +22,8 @@ import trio
 from mqttish import __version__
 from mqttish.config import Config, ConfigError, ListenerConfig
 from mqttish.config_file import LoadedConfig, mosquitto_as_yaml, read_config_file
+from mqttish.core.store import Store, StoreError
+from mqttish.persistence import open_store
 from mqttish.server import Server
 from mqttish.transport.listeners import StartupError
 
@@ -130,7 +132,7 @@ def convert_main(argv: Sequence[str]) -> int:
 
 
 async def _serve_until_signalled(config: Config) -> None:
-    server = Server(config)
+    server = Server(config, store=_durable_store(config))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
@@ -141,6 +143,17 @@ async def _serve_until_signalled(config: Config) -> None:
                     continue
                 server.request_shutdown()
                 break
+
+
+def _durable_store(config: Config) -> Store | None:
+    """With `persistence: true`, the SQLite store (docs/persistence.md); else none: state
+    lives in memory only, and the core keeps no journal."""
+    if not config.persistence:
+        return None
+    try:
+        return open_store(config)
+    except StoreError as exc:
+        raise StartupError(f"cannot open the store: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

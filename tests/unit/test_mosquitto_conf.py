@@ -299,3 +299,32 @@ def test_yaml_files_still_load(tmp_path: Path) -> None:
     assert not loaded.mosquitto
     assert loaded.config == Config(listeners=parse_config(
         "listeners:\n  - port: 1999\n").listeners)
+
+
+def test_persistence_keys(tmp_path: Path) -> None:
+    loaded = read(tmp_path, "persistence true\npersistence_location /var/lib/mosquitto/\n"
+                            "persistence_file mosquitto.db\nautosave_interval 1800\n")
+    config = loaded.config
+    assert (config.persistence, config.persistence_location, config.persistence_file) == (
+        True, "/var/lib/mosquitto/", "mqttish.db")  # beside Mosquitto's own file
+    assert [notice.key for notice in loaded.notices] == ["persistence_file",
+                                                         "autosave_interval"]
+    own = read(tmp_path, "persistence true\npersistence_file broker.db\n").config
+    assert own.persistence_file == "broker.db"
+
+
+def test_debians_own_mosquitto_conf(tmp_path: Path) -> None:
+    """/etc/mosquitto/mosquitto.conf as Debian ships it (its paths moved into tmp_path)."""
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "README").write_text("Any files placed in this directory ending .conf ...\n")
+    loaded = read(tmp_path, "\n".join([
+        "# Place your local configuration in /etc/mosquitto/conf.d/",
+        f"pid_file {tmp_path}/mosquitto.pid", "", "persistence true",
+        f"persistence_location {tmp_path}/lib/", "",
+        f"log_dest file {tmp_path}/mosquitto.log", "", f"include_dir {conf_d}", ""]))
+    config = loaded.config
+    assert config.persistence and config.persistence_location == f"{tmp_path}/lib/"
+    assert (config.log_dest, config.log_file) == ((), f"{tmp_path}/mosquitto.log")
+    assert [(listener.port, listener.bind) for listener in config.listeners] == [(1883, None)]
+    assert [notice.key for notice in loaded.notices] == ["pid_file"]
