@@ -24,16 +24,20 @@ def installed() -> bool:
 
 class Mosquitto:
     def __init__(self, directory: Path, extra: str = "", port: int | None = None,
-                 listener: str | None = None) -> None:
+                 listener: str | None = None, conf: str | None = None) -> None:
+        """`extra` lines after a listener on 127.0.0.1 open to anonymous clients (or
+        `listener`, lines of one's own); or `conf`, a whole configuration of its own."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.conf = directory / "mosquitto.conf"
-        head = listener if listener is not None else \
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        if conf is None:
+            head = listener if listener is not None else \
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            conf = f"{head}persistence_location {directory}/\n{extra}"
         # As root, Mosquitto becomes the 'mosquitto' user, who cannot read the test's files.
         user = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
-        self.conf.write_text(f"{head}{user}persistence_location {directory}/\n{extra}")
+        self.conf.write_text(user + conf)
         self.program: Program | None = None
 
     def start(self) -> Mosquitto:

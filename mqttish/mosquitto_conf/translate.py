@@ -180,7 +180,12 @@ class _Section:
     data: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, Line] = field(default_factory=dict)
 
+    repeats: list[tuple[Line, Line]] = field(default_factory=list)  # (first, again)
+
     def set(self, key: str, value: Any, line: Line) -> None:
+        before = self.origins.get(key)
+        if before is not None and before.key == line.key:
+            self.repeats.append((before, line))
         self.data[key] = value
         self.origins[key] = line
 
@@ -472,6 +477,9 @@ class _Translator:
             data[key] = value
             origins[key] = settings.origins[key]
         self._logging(data, origins)
+        for section in (settings, *listeners, *self.bridges):
+            for first, again in section.repeats:  # Mosquitto refuses these; we say so
+                self.warn(again, f"given again (first at {first.where}): this value applies")
         if self.bridges:
             data["bridges"] = [self._bridge(index, section, origins)
                                for index, section in enumerate(self.bridges)]

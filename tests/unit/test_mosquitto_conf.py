@@ -328,3 +328,11 @@ def test_debians_own_mosquitto_conf(tmp_path: Path) -> None:
     assert (config.log_dest, config.log_file) == ((), f"{tmp_path}/mosquitto.log")
     assert [(listener.port, listener.bind) for listener in config.listeners] == [(1883, None)]
     assert [notice.key for notice in loaded.notices] == ["pid_file"]
+
+
+def test_a_repeated_key_warns_and_the_last_value_applies(tmp_path: Path) -> None:
+    loaded = read(tmp_path, "max_keepalive 60\nmax_keepalive 120\n")
+    assert loaded.config.max_keepalive == 120
+    [notice] = loaded.notices
+    assert (notice.level, notice.where) == ("warning", f"{tmp_path}/mosquitto.conf:2")
+    assert f"first at {tmp_path}/mosquitto.conf:1" in notice.text
