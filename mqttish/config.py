@@ -160,7 +160,7 @@ class Config(BrokerSettings):
     persistence_location: str | None = None  # a directory; None: the current one (as Mosquitto)
     persistence_file: str = "mqttish.db"
     persistence_sync: Literal["normal", "full"] = "normal"  # full: also survive a power loss
-    bridges: tuple[BridgeConfig, ...] = ()  # topics shared with other brokers (docs/bridges.md)
+    bridges: tuple[BridgeConfig, ...] = ()  # docs/configuration.md, 'Bridges'
 
     def __post_init__(self) -> None:
         for index, listener in enumerate(self.listeners):

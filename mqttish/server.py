@@ -136,7 +136,7 @@ class Server:
                         self._log_listener(listener_config, stats.port)
                     services.start_soon(self._housekeeping, broker)
                     services.start_soon(self._publish_sys, broker)
-                    for bridge in self.bridges:  # docs/bridges.md: one task each
+                    for bridge in self.bridges:  # one task each (mqttish/bridge/runner.py)
                         services.start_soon(bridge.run, broker, self._logins)
                     task_status.started(self)
                     await self._shutdown.wait()

@@ -85,6 +85,7 @@ class Bridge:
         self.connected = False
         self.connects = self.sent = self.received = self.dropped = 0
         self._broker: Broker | None = None
+        self._published: dict[str, bytes] = {}  # its $SYS figures, as last published
         base, cap = config.restart_timeout[0], config.restart_timeout[-1]
         self._backoff = Backoff(base, cap, jitter=0.5 if cap > base else 0.0)
         self._outgoing = [topic for topic in config.topics if topic.outgoing]
@@ -103,14 +104,20 @@ class Bridge:
                              self.received, self.dropped, queued)
 
     def sys_topics(self) -> list[tuple[str, bytes]]:
-        """Its figures under $SYS/broker/connection/<name>/ (the state is published
-        when it changes)."""
+        """Its figures under $SYS/broker/connection/<name>/ that changed since the last
+        call, as the $SYS tree publishes them (the state is published as it changes)."""
         figures = self.figures()
         prefix = f"$SYS/broker/connection/{self.config.name}/"
-        return [(prefix + name, str(value).encode()) for name, value in (
-            ("messages/sent", figures.sent), ("messages/received", figures.received),
-            ("messages/dropped", figures.dropped), ("messages/queued", figures.queued),
-            ("connects", figures.connects), ("address", figures.address))]
+        changed = []
+        for name, value in (
+                ("messages/sent", figures.sent), ("messages/received", figures.received),
+                ("messages/dropped", figures.dropped), ("messages/queued", figures.queued),
+                ("connects", figures.connects), ("address", figures.address)):
+            payload = str(value).encode()
+            if self._published.get(name) != payload:
+                self._published[name] = payload
+                changed.append((prefix + name, payload))
+        return changed
 
     # ------------------------------------------------------------------ running
 
