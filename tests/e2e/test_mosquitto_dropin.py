@@ -16,8 +16,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import missing
 from tests.e2e.broker_process import BrokerProcess, Program, free_port
 from tests.mosquitto import Mosquitto
 from tests.wire.tls_certs import Certificates, make_certificates
@@ -278,7 +277,7 @@ def test_mosquittos_example_configuration(tmp_path: Path) -> None:
     """Debian's example (every line a comment) under both: local only mode, on loopback,
     anonymous clients in; -p moves the port, as `mosquitto -c FILE -p PORT` does."""
     if not DEBIAN_EXAMPLE.exists():
-        pytest.skip(f"{DEBIAN_EXAMPLE} is not installed (Debian's mosquitto package)")
+        missing(f"{DEBIAN_EXAMPLE} is not installed (Debian's mosquitto package)")
     outcomes = []
     for command in (["/usr/sbin/mosquitto", "-c", str(DEBIAN_EXAMPLE)], None):
         port = free_port()

@@ -11,6 +11,7 @@ import yaml
 from mqttish.config import Config, ConfigError, parse_config
 from mqttish.config_file import LoadedConfig, mosquitto_as_yaml, read_config_file
 from mqttish.mosquitto_conf import looks_like_mosquitto
+from tests.conftest import missing
 
 DEBIAN_EXAMPLE = Path("/usr/share/doc/mosquitto/examples/mosquitto.conf")
 
@@ -63,7 +64,7 @@ def test_no_listener_is_mosquittos_local_only_mode(tmp_path: Path, text: str) ->
 
 def test_debian_example_configuration_is_local_only_mode() -> None:
     if not DEBIAN_EXAMPLE.exists():
-        pytest.skip("Debian's mosquitto example configuration is not installed")
+        missing(f"{DEBIAN_EXAMPLE} is not installed (Debian's mosquitto package)")
     loaded = read_config_file(DEBIAN_EXAMPLE)
     [listener] = loaded.config.listeners
     assert (listener.port, listener.bind, loaded.notices) == (1883, None, ())
