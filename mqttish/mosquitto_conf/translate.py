@@ -174,12 +174,12 @@ def _duration(line: Line) -> int:
 
 @dataclass
 class _Section:
-    """A listener or a bridge being read: its keys and the lines they came from."""
+    """The global keys, a listener or a bridge being read: its keys, the lines they
+    came from, and the keys given twice."""
 
     line: Line
     data: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, Line] = field(default_factory=dict)
-
     repeats: list[tuple[Line, Line]] = field(default_factory=list)  # (first, again)
 
     def set(self, key: str, value: Any, line: Line) -> None:
@@ -215,8 +215,7 @@ class _Translator:
             return
         why = refusal(key)
         if why is not None:
-            raise line.error(f"{why}. mqttish does not start rather than run less securely "
-                             "than configured")
+            raise _refused(line, why)
         if key in IGNORED:
             self.note(line, f"accepted, not needed: {IGNORED[key]}")
         elif key in UNSUPPORTED:
@@ -304,8 +303,7 @@ class _Translator:
 
     def check_retain_source(self, line: Line) -> None:
         if _bool(line):
-            raise line.error(f"{REFUSED['check_retain_source']}. mqttish does not start "
-                             "rather than run less securely than configured")
+            raise _refused(line, REFUSED["check_retain_source"])
 
     def upgrade_outgoing_qos(self, line: Line) -> None:
         if _bool(line):
@@ -390,8 +388,7 @@ class _Translator:
 
     def tls_keyform(self, line: Line) -> None:
         if _word(line, ("pem", "engine")) == "engine":
-            raise line.error(f"{REFUSED['tls_engine']}. mqttish does not start rather than "
-                             "run less securely than configured")
+            raise _refused(line, REFUSED["tls_engine"])
 
     # ------------------------------------------------------------------ bridges
 
@@ -524,6 +521,11 @@ class _Translator:
         for key, line in section.origins.items():
             origins[f"bridges[{index}].{key}"] = line
         return bridge
+
+
+def _refused(line: Line, why: str) -> ConfigError:
+    return line.error(f"{why}. mqttish does not start rather than run less securely than "
+                      "configured")
 
 
 def _tls_version(translator: _Translator, line: Line) -> str:

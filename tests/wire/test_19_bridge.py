@@ -263,3 +263,20 @@ async def test_bridge_figures_in_sys_and_metrics(nursery: trio.Nursery,
     assert metrics[("mqttish_bridge_connects_total", labels)] == 1
     assert metrics[("mqttish_bridge_queued_messages", labels)] == 0
     server.request_shutdown()
+
+
+async def test_bridge_logs_in_to_the_remote(nursery: trio.Nursery,
+                                            start_mosquitto: StartMosquitto,
+                                            tmp_path: Path) -> None:
+    passwords = tmp_path / "passwd"
+    await trio.run_process(["mosquitto_passwd", "-c", "-b", str(passwords), "site-1", "s3cret"])
+    port = free_port()
+    remote = start_mosquitto(port=port, listener=(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"))
+    server = await start_mqttish(nursery, bridge(
+        remote.port, BridgeTopic("t/#", "out", 1), remote_username="site-1",
+        remote_password="s3cret"))
+    with trio.fail_after(TIMEOUT):
+        await wait_for_state(server.ports[0], "remote", b"1")
+    assert "u'site-1'" in remote.wait_for_log("as mqttish-remote")
+    server.request_shutdown()
