@@ -22,7 +22,7 @@ import trio
 from mqttish import __version__
 from mqttish.config import Config, ConfigError, ListenerConfig
 from mqttish.config_file import LoadedConfig, mosquitto_as_yaml, read_config_file
-from mqttish.core.store import Store, StoreError
+from mqttish.core.store import StoreError
 from mqttish.persistence import open_store
 from mqttish.server import Server
 from mqttish.transport.listeners import StartupError
@@ -100,19 +100,31 @@ def serve_main(argv: Sequence[str]) -> int:
     config = loaded.config
     if args.verbose:
         config = dataclasses.replace(config, log_level="debug", log_packets=True)
-    status = 0
     try:
         setup_logging(config)
-        if loaded.mosquitto:
-            log.info("read %s as a Mosquitto configuration", args.config)
-        for notice in loaded.notices:
-            log.log(logging.WARNING if notice.level == "warning" else logging.INFO, "%s",
-                    notice)
-        trio.run(_serve_until_signalled, config)
+    except StartupError as exc:
+        print(f"mqttish: {exc}", file=sys.stderr)
+        return 1
+    if loaded.mosquitto:
+        log.info("read %s as a Mosquitto configuration", args.config)
+    for notice in loaded.notices:
+        log.log(logging.WARNING if notice.level == "warning" else logging.INFO, "%s", notice)
+    try:
+        store = open_store(config)
+    except StoreError as exc:
+        print(f"mqttish: {exc}", file=sys.stderr)
+        return 1
+    status = 0
+    try:
+        failure = trio.run(_serve_until_signalled, Server(config, store=store))
     except* StartupError as group:
         for error in group.exceptions:
             print(f"mqttish: {error}", file=sys.stderr)
         status = 1
+    else:
+        if failure is not None:
+            print(f"mqttish: stopped: the store failed: {failure}", file=sys.stderr)
+            status = 1
     return status
 
 
@@ -131,11 +143,12 @@ def convert_main(argv: Sequence[str]) -> int:
     return 0
 
 
-async def _serve_until_signalled(config: Config) -> None:
-    server = Server(config, store=_durable_store(config))
+async def _serve_until_signalled(server: Server) -> StoreError | None:
+    """Serve until SIGINT or SIGTERM (SIGHUP reloads), or until the server stops by
+    itself (its store failed); return why it failed, if it did."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
+            await nursery.start(_serve, server, nursery.cancel_scope)
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
                 if signum == signal.SIGHUP:
@@ -143,17 +156,13 @@ async def _serve_until_signalled(config: Config) -> None:
                     continue
                 server.request_shutdown()
                 break
+    return server.failure
 
 
-def _durable_store(config: Config) -> Store | None:
-    """With `persistence: true`, the SQLite store (docs/persistence.md); else none: state
-    lives in memory only, and the core keeps no journal."""
-    if not config.persistence:
-        return None
-    try:
-        return open_store(config)
-    except StoreError as exc:
-        raise StartupError(f"cannot open the store: {exc}") from None
+async def _serve(server: Server, signals: trio.CancelScope, *,
+                 task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    await server.run(task_status=task_status)
+    signals.cancel()  # it stopped: nothing to wait for any more
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -538,6 +538,8 @@ class Connection:
         shared_frames = version != MQTT_5 or self.outgoing_aliases is None
         max_size = self.max_send_packet_size
         counts_bytes = session.limits.max_queued_bytes
+        journal = session.journal
+        committed = journal.committed if journal is not None else 0
         sent = payload_bytes = 0
         while queue:
             delivery = queue[0]
@@ -548,6 +550,13 @@ class Connection:
                 continue
             qos = delivery.qos
             if qos and len(inflight) >= quota:
+                break
+            if qos == 2 and delivery.durable_at > committed:
+                # Exactly once across a crash: a QoS 2 message goes out only once the
+                # broker's receipt of it is on disk, or the publisher would send it again
+                # after a crash and this client get it twice. The commit wakes us.
+                assert journal is not None
+                self._wait_for_commit()
                 break
             if counts_bytes:
                 session.pop_queued()
@@ -857,14 +866,31 @@ class Connection:
 
     def _handle_pubrec(self, packet: PubRec, now: float) -> None:
         session = self._require_session()
+        mark = self._journal_mark()
         refused, reply = session.pubrec(packet.packet_id, packet.reason_code)
-        if reply is not None:
-            self._send(reply)
+        if reply is not None:  # once its PUBREC is durable: a crash then resends PUBREL, not
+            self._reply_durably(reply, mark)  # the PUBLISH the client may have released
         if refused is not None:
             self._window_opened(session, now)
 
     def _handle_pubrel(self, packet: PubRel, now: float) -> None:
-        self._send(self._require_session().release_incoming(packet.packet_id))
+        mark = self._journal_mark()
+        reply = self._require_session().release_incoming(packet.packet_id)
+        # Once the release is durable: else, after a crash, the id would still be held,
+        # and the client's next message under it taken for a copy and lost.
+        self._reply_durably(reply, mark)
+
+    def _journal_mark(self) -> int:
+        journal = self.broker.journal
+        return journal.position if journal is not None else 0
+
+    def _reply_durably(self, packet: Packet, mark: int) -> None:
+        """Reply once the changes made since `mark` are committed (at once if none)."""
+        journal = self.broker.journal
+        if journal is not None and journal.position > mark:
+            self._reply_when_committed(encode(packet, self.version), journal.position)
+        else:
+            self._send(packet)
 
     def _handle_pubcomp(self, packet: PubComp, now: float) -> None:
         session = self._require_session()

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from mqttish.config import Config
 from mqttish.core.store import Store, StoreError
-from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.sqlite import SqliteStore
 
 
@@ -34,10 +33,11 @@ def store_path(config: Config) -> Path:
     return Path(config.persistence_location or ".") / config.persistence_file
 
 
-def open_store(config: Config) -> Store:
-    """The store `config` asks for: SQLite with `persistence: true`, else memory (StoreError)."""
+def open_store(config: Config) -> Store | None:
+    """The store `config` asks for: SQLite with `persistence: true`; None without (state
+    lives in memory only, and nothing is journalled). Raises StoreError."""
     if not config.persistence:
-        return MemoryStore()
+        return None
     path = store_path(config)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,13 +69,17 @@ class Outgoing(Generic[F]):
     def __len__(self) -> int:
         return len(self.flights)
 
-    def start(self, flight: F, qos: int, reserved: Container[int] = ()) -> int:
+    def start(self, flight: F, qos: int, reserved: Container[int] = (),
+              preferred: int = 0) -> int:
         """Put a QoS 1/2 PUBLISH in flight under a free packet id, and return the id.
 
-        `reserved` are ids in use for other packets (a client's SUBSCRIBE, say).
+        `reserved` are ids in use for other packets (a client's SUBSCRIBE, say);
+        `preferred`, the id to use if it is free (one that does not depend on what
+        else was sent before, so that a message sent again after a crash of the
+        sender gets the id it had, which the receiver may still hold).
         """
         flights = self.flights
-        packet_id = self._next_id
+        packet_id = preferred or self._next_id
         if packet_id in flights or packet_id in reserved:
             packet_id = self.allocate(reserved)
         else:  # (the common case, inline: this runs for every QoS 1/2 delivery)

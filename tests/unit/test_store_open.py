@@ -9,12 +9,12 @@ import pytest
 from mqttish.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, parse_config
 from mqttish.core.store import SessionSaved
 from mqttish.persistence import open_store, store_path
-from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.sqlite import SqliteStore
 
 
-def test_without_persistence_the_store_is_in_memory() -> None:
-    assert isinstance(open_store(Config()), MemoryStore)
+def test_without_persistence_nothing_is_stored() -> None:
+    """As with Mosquitto: state lives in memory only, and the broker journals nothing."""
+    assert open_store(Config()) is None
 
 
 def test_the_store_file_is_where_the_keys_say_and_its_folder_is_made(tmp_path: Path) -> None:
