@@ -105,12 +105,12 @@ class Server:
                   ) -> None:
         config = self.config
         self.started_at = trio.current_time()
-        broker = self.broker = await self._make_broker()
-        self._set_up_security(broker)
         try:
             self.bridges = [Bridge(bridge, config.connect_timeout) for bridge in config.bridges]
         except BridgeTlsError as exc:
             raise StartupError(str(exc)) from None
+        broker = self.broker = await self._make_broker()
+        self._set_up_security(broker)
         bound = [(lc, await open_listeners(config, lc)) for lc in config.listeners]
         self.ports = [listeners[0].socket.getsockname()[1] for _, listeners in bound]
         self.listener_stats = [
