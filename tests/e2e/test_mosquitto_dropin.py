@@ -155,8 +155,11 @@ class Sub:
                 break
 
     def lines(self) -> list[str]:
-        """The messages it printed (`topic payload`), once it has ended."""
-        rest, _ = self.process.communicate(timeout=20)
+        """The messages it printed (`topic payload`), once it has ended (by -C or -W)."""
+        assert self.process.stdout is not None
+        # Read on through the same file object: what it has buffered is ours too.
+        rest = self.process.stdout.read()
+        self.process.wait(20)
         text = "".join(self.output) + rest
         return [line for line in text.splitlines()
                 if line and not line.startswith(("Client ", "Subscribed", " "))]
