@@ -146,12 +146,15 @@ class Bridge:
         config = self.config
         async with trio.open_nursery() as nursery:
             link = LocalLink(config.name, broker, logins, nursery)
+            local = self._local_client(link)
+            subscribed = trio.Event()
             async with self._remote_client() as remote:
-                nursery.start_soon(self._follow, remote, link, nursery)
+                nursery.start_soon(self._follow, remote, local, link, subscribed, nursery)
                 if len(self.remote.addresses) > 1 and not config.round_robin:
                     nursery.start_soon(self._back_to_main, remote)
-                async with self._local_client(link) as local:
+                async with local:
                     await self._subscribe(local, remote, broker)
+                    subscribed.set()
                     nursery.start_soon(self._forward, local.messages(), remote, True)
                     nursery.start_soon(self._forward, remote.messages(), local, False)
                     await trio.sleep_forever()
@@ -204,16 +207,20 @@ class Bridge:
                                         INTERNAL_LISTENER)
             broker.hooks.rules_changed()
 
-    async def _follow(self, remote: Client, link: LocalLink, nursery: trio.Nursery) -> None:
-        """Keep the state, the notification and the local link in step with the remote."""
+    async def _follow(self, remote: Client, local: Client, link: LocalLink,
+                      subscribed: trio.Event, nursery: trio.Nursery) -> None:
+        """Keep the state, the notification and the local link in step with the remote.
+        The state says 1 once both sides are connected and subscribed: the bridge works."""
         config = self.config
         while True:
             await remote.wait_connected()
             self.connects += 1
+            link.allow()
+            await subscribed.wait()
+            await local.wait_connected()
             self._set_state(True)
             log.info("bridge %s: connected to %s as %s", config.name, self.remote.current_name,
                      clip(config.remote_client_id))
-            link.allow()
             if config.notifications:
                 nursery.start_soon(self._notify, remote)
             await remote.wait_disconnected()
