@@ -58,10 +58,11 @@ from mqttish.protocol.packets import (
     Will,
 )
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
-from mqttish.protocol.reason_codes import ReasonCode
+from mqttish.protocol.reason_codes import ALLOWED_REASON_CODES, ReasonCode
 
 log = logging.getLogger("mqttish.connection")
 
+DISCONNECT_REASON_CODES = ALLOWED_REASON_CODES["DISCONNECT"]
 REPLY_BACKLOG = 1000  # replies (PUBACK, PINGRESP, ...) waiting to be sent, at most
 DEFER_LIMIT = 65536  # bytes of packets a held publisher may have waiting behind its PUBLISH
 
@@ -502,8 +503,10 @@ class Connection:
                 # The client's version is unknown: answer as 3.1.1 does [MQTT-3.1.2-2].
                 self._out.append(encode(ConnAck(False, exc.reason_code), MQTT_3_1_1))
             self.close(now, str(exc))
-        else:
+        elif exc.reason_code in DISCONNECT_REASON_CODES:
             self.close(now, str(exc), exc.reason_code)
+        else:  # a CONNECT-only code (a second CONNECT of an unknown version, say)
+            self.close(now, str(exc), ReasonCode.PROTOCOL_ERROR)  # [MQTT-3.14.2-1]
 
     def internal_error(self, now: float) -> None:
         """An unexpected exception (ours, not the client's) while serving this connection:

@@ -11,46 +11,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mqttish.bridge.config import BridgeConfig, BridgeTopic
-from tests.conftest import BrokerThread, missing, websocket_listeners
+from tests.conftest import BrokerThread, websocket_listeners
+from tests.e2e.browser import ROOT, chromium_page
 from tests.wire.paho_client import PahoClient
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 LIVE_WITHIN_MS = 1000
 
 
 @pytest.fixture
 def page() -> Iterator[Any]:
     """A fresh page in headless Chromium, with its JavaScript errors collected."""
-    if not CHROMIUM.exists():
-        missing(f"{CHROMIUM} not found: apt-get install chromium")
-    if not (ROOT / "node_modules" / "mqtt" / "dist" / "mqtt.min.js").is_file():
-        missing("node_modules missing: run 'npm ci' (make test does)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.errors = []
-            page.on("pageerror", lambda error: page.errors.append(str(error)))
-            page.on("console", lambda message: message.type == "error"
-                    and page.errors.append(message.text))
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(viewport={"width": 1400, "height": 900}) as page:
+        yield page
 
 
 def test_dashboard_shows_values_published_over_tcp(ws_broker: BrokerThread, page: Any) -> None:
