@@ -4,8 +4,11 @@ import pytest
 
 from mqttish.config import Config
 from mqttish.core.broker import Broker
+from mqttish.core.connection import Connection
+from mqttish.core.hooks import INTERNAL_LISTENER
 from mqttish.protocol.codec import PacketDecoder, encode
 from mqttish.protocol.packets import MQTT_3_1_1, MQTT_5, ConnAck, Connect, Publish
+from mqttish.protocol.properties import Properties
 from tests.unit.peer import Peer
 
 
@@ -51,3 +54,19 @@ def test_an_ordinary_client_still_gets_its_own_messages() -> None:
     client.subscribe("a/#")
     answer = client.send(Publish("a/1", b"x"))
     assert [p.payload for p in answer if isinstance(p, Publish)] == [b"x"]
+
+
+def test_a_bridge_session_is_not_cut_short_by_persistent_client_expiration() -> None:
+    """The bridge's own session here holds what it must still forward while the remote
+    broker is away; other sessions expire as configured."""
+    broker = Broker(Config(persistent_client_expiration=10))
+    bridge = Peer(broker, MQTT_5)
+    bridge.connection = Connection(broker, "bridge:cloud", 0, listener=INTERNAL_LISTENER)
+    device = Peer(broker, MQTT_5)
+    for peer, client_id in ((bridge, "local.bridge"), (device, "device")):
+        peer.connect(client_id, clean_start=False,
+                     properties=Properties(session_expiry_interval=0xFFFFFFFF))
+        peer.drop(now=1)
+    broker.housekeeping(now=100)
+    assert "local.bridge" in broker.sessions
+    assert "device" not in broker.sessions
