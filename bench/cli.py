@@ -149,6 +149,8 @@ class Harness:
                         [*self.pinning.load_prefix(),
                          *profile.record_command(broker.pid, raw_profile, record["seconds"])],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                elif record.get("event") == "measured" and profiler is not None:
+                    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 elif "result" in record:
                     outcome["result"] = record["result"]
                 elif "error" in record:

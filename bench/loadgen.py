@@ -21,7 +21,9 @@ The harness runs it pinned to the load CPU. Theory of operation:
   seconds measured (CPU of the broker and of this process are read from /proc
   at both ends), then the load stops and stragglers get up to `drain` seconds.
 * Output: `{"event": "measuring", ...}` when the measured window opens (the
-  harness starts the profiler then), and finally `{"result": {...}}`.
+  harness starts the profiler then), `{"event": "measured"}` when a window
+  of no set length closes (it stops the profiler), and finally
+  `{"result": {...}}`.
 """
 
 from __future__ import annotations
@@ -859,6 +861,7 @@ def connections(ctx: Context) -> Result:
     clients = Connections(ctx.port, total, parallel=100, prefix="bench-idle-")
     elapsed = clients.connect_all(params.timeout)
     broker_cpu, generator_cpu = meter.stop()
+    emit({"event": "measured"})
     clients.idle(1.0)
     after = rss_kib(ctx.broker_pid)
     clients.idle(1.0)
@@ -916,6 +919,7 @@ def retained(ctx: Context) -> Result:
     emit({"event": "measuring", "seconds": 0})
     all_s, all_got = _receive_retained(ctx, "bench-all", "#", total)
     broker_cpu, generator_cpu = meter.stop()
+    emit({"event": "measured"})
     pub.close()
     return {
         "stored_s": stored_s,
