@@ -162,6 +162,10 @@ class BrokerKind(ABC):
         """The broker process's environment (None: the harness's own)."""
         return None
 
+    def sys_interval(self, seconds: float) -> float:
+        """The $SYS interval the broker really uses when asked for `seconds`."""
+        return seconds
+
     def directory(self) -> Path:
         """The broker process's working directory."""
         return ROOT
@@ -255,6 +259,9 @@ class Mosquitto(BrokerKind):
         if not os.access(MOSQUITTO, os.X_OK):
             raise BrokerError(f"{MOSQUITTO} not found: apt-get install mosquitto")
 
+    def sys_interval(self, seconds: float) -> float:
+        return max(1, round(seconds))  # whole seconds only
+
     def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
         config = workdir / f"mosquitto-{port}.conf"
         lines = ["# written by bench/brokers.py for one run", f"listener {port} 127.0.0.1",
@@ -266,7 +273,7 @@ class Mosquitto(BrokerKind):
         if settings.max_queued is not None:
             lines.append(f"max_queued_messages {settings.max_queued}")
         if settings.sys_interval is not None:
-            lines.append(f"sys_interval {max(1, round(settings.sys_interval))}")
+            lines.append(f"sys_interval {self.sys_interval(settings.sys_interval):g}")
         # No stall timeout: Mosquitto never holds a publisher back, it drops instead.
         config.write_text("\n".join(lines) + "\n")
         return [MOSQUITTO, "-c", str(config)]

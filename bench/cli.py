@@ -129,7 +129,7 @@ class Harness:
             command += ["--broker-cpu", str(self.pinning.broker_cpu)]
         if kind.dropped_topic is not None and settings.sys_interval is not None:
             command += ["--dropped-topic", kind.dropped_topic,
-                        "--sys-interval", str(settings.sys_interval)]
+                        "--sys-interval", str(kind.sys_interval(settings.sys_interval))]
         if self.args.smoke:
             command.append("--smoke")
         for item in self.args.param:

@@ -18,6 +18,7 @@ class Params:
     stall_timeout: float = 2.0  # seconds: the brokers' stall timeout in overload-* (where they
     #                             have the knob), and the longest a publisher may be held back
     latency_sample: int = 8  # overload-qos0 keeps the latency of every Nth message
+    sys_interval: float = 1.0  # seconds between $SYS updates in overload-* (drop counters)
     fanout_subscribers: int = 100
     fanout_window: int = 1000  # messages the publisher may have out that a subscriber has not seen
     latency_rate: float = 100.0  # messages per second per publisher
@@ -31,7 +32,7 @@ class Params:
 FULL = Params()
 SMOKE = replace(
     FULL, warmup=0.3, duration=1.0, fanout_subscribers=10, idle_clients=200, retained=2_000,
-    drain=2.0, timeout=20.0,
+    drain=2.0, timeout=20.0, sys_interval=0.25,
 )
 
 SCENARIOS: tuple[str, ...] = (
@@ -75,7 +76,8 @@ WINDOWED_SETTINGS = BrokerSettings(max_inflight=1000, max_queued=200_000, sys_in
 
 def settings_for(scenario: str, params: Params) -> BrokerSettings:
     if scenario in OVERLOAD:
-        return BrokerSettings(max_inflight=None, max_queued=100_000, sys_interval=1.0,
+        return BrokerSettings(max_inflight=None, max_queued=100_000,
+                              sys_interval=params.sys_interval,
                               stall_timeout=params.stall_timeout)
     return WINDOWED_SETTINGS
 
