@@ -17,7 +17,6 @@ import yaml
 from mqttish.typed_yaml import SchemaError, build
 
 LOOPBACK = "127.0.0.1"
-ALL_INTERFACES = "0.0.0.0"
 
 
 class ConfigError(ValueError):
@@ -34,7 +33,7 @@ class ListenerConfig:
     """
 
     port: int = 1883
-    bind: str | None = None  # None: loopback unless authentication is configured
+    bind: str | None = None  # None: loopback only
     protocol: Literal["mqtt", "websocket"] = "mqtt"
     max_connections: int = 0  # 0: unlimited
     path: str | None = None  # WebSocket upgrades only on this path; None: any path
@@ -101,7 +100,7 @@ class RedirectConfig:
 @dataclass(frozen=True)
 class Config:
     listeners: tuple[ListenerConfig, ...] = default_listeners()
-    allow_anonymous: bool | None = None  # None: only while listening on loopback
+    allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     connect_timeout: float = 10.0
@@ -148,10 +147,12 @@ class Config:
             raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
 
     def bind_address(self, listener: ListenerConfig) -> str:
-        """Where a listener binds: like Mosquitto 2, loopback only unless told otherwise."""
-        if listener.bind is not None:
-            return listener.bind
-        return ALL_INTERFACES if self.allow_anonymous else LOOPBACK
+        """Where a listener binds: loopback unless its `bind` says otherwise.
+
+        Never widened by other settings (`allow_anonymous: true` included): exposing a
+        listener to the network takes an explicit `bind`.
+        """
+        return listener.bind if listener.bind is not None else LOOPBACK
 
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent.parent / "config" / "mqttish.yaml"

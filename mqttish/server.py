@@ -28,7 +28,12 @@ from mqttish.core.metrics import BrokerStats, broker_stats
 from mqttish.core.sys_topics import SysTree
 from mqttish.transport.connection import serve_connection
 from mqttish.transport.http import Site, serve_http
-from mqttish.transport.listeners import ListenerStats, accept_connections, open_listeners
+from mqttish.transport.listeners import (
+    ListenerStats,
+    accept_connections,
+    open_listeners,
+    peer_name,
+)
 from mqttish.transport.prometheus import MetricsExporter, Scrape
 
 log = logging.getLogger("mqttish.server")
@@ -108,6 +113,9 @@ class Server:
                 assert self._site is not None
                 upgraded = partial(self._serve_websocket, broker, spawner, stats)
                 await serve_http(stream, listener, self._site, upgraded, stats)
+        except Exception:  # the fault domain of one socket: it never reaches the nursery
+            log.exception("internal error while serving %s: closing it", peer_name(stream))
+            broker.metrics.connection_errors += 1
         finally:
             await trio.aclose_forcefully(stream)
             stats.open -= 1
@@ -130,7 +138,10 @@ class Server:
     async def _housekeeping(self, broker: Broker) -> None:
         while True:
             await trio.sleep(HOUSEKEEPING_INTERVAL)
-            broker.housekeeping(trio.current_time())
+            try:
+                broker.housekeeping(trio.current_time())
+            except Exception:  # a bug must not stop expiry and wills for good, nor the broker
+                log.exception("internal error in housekeeping")
 
     async def _publish_sys(self, broker: Broker) -> None:
         """Publish the $SYS tree now and every `sys_interval` seconds (0: never)."""
@@ -161,9 +172,9 @@ class Server:
             if listener.dashboard:
                 log.info("dashboard at http://%s:%d/, MQTT over WebSocket at ws://%s:%d%s",
                          shown, port, shown, port, endpoint)
-        if listener.bind is None and host == LOOPBACK and listener is self.config.listeners[0]:
+        if listener.bind is None and listener is self.config.listeners[0]:
             log.info(
-                "no authentication configured: listening on loopback only. To accept clients "
+                "no 'bind' configured: listening on loopback only. To accept clients "
                 "from the network, set 'bind: 0.0.0.0' and 'allow_anonymous: true' "
                 "(see docs/configuration.md)"
             )

@@ -42,7 +42,7 @@ from mqttish.protocol.packets import (
 )
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
 from mqttish.protocol.reason_codes import ReasonCode
-from mqttish.protocol.topics import has_wildcard, parse_shared
+from mqttish.protocol.topics import has_wildcard, parse_shared, reserved_for_broker
 
 if TYPE_CHECKING:
     from mqttish.core.connection import Connection
@@ -162,9 +162,16 @@ class Broker:
                     return ReasonCode.QOS_NOT_SUPPORTED
                 if will.retain and not config.retain_available:
                     return ReasonCode.RETAIN_NOT_SUPPORTED
-            if not self.hooks.allowed(client, will.topic, Access.PUBLISH):
+            if not self.may_publish(client, will.topic):
                 return ReasonCode.NOT_AUTHORIZED
         return None
+
+    def may_publish(self, client: ClientInfo, topic: str) -> bool:
+        """May this client publish to `topic`? Topics reserved for the broker ($SYS, $share)
+        need an explicit grant from an ACL hook; others are allowed unless a hook denies."""
+        if reserved_for_broker(topic):
+            return self.hooks.granted(client, topic, Access.PUBLISH)
+        return self.hooks.allowed(client, topic, Access.PUBLISH)
 
     def _connack_properties(self, packet: Connect, assigned: str | None) -> Properties:
         """The limits an MQTT 5 client must respect, announced in CONNACK."""

@@ -26,7 +26,7 @@ from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mqttish.core.hooks import Access, ClientInfo
+from mqttish.core.hooks import ClientInfo
 from mqttish.core.message import Message
 from mqttish.core.session import Delivery, DeliveryState, Session
 from mqttish.errors import MQTTError, RemoteProtocolError, protocol_error
@@ -182,6 +182,8 @@ class Connection:
                     break
         except MQTTError as exc:
             self._fail(exc, now)
+        except Exception:
+            self.internal_error(now)
         self.metrics.messages_received += count
 
     def data_to_send(self, now: float) -> bytes:
@@ -252,6 +254,22 @@ class Connection:
             self.close(now, str(exc))
         else:
             self.close(now, str(exc), exc.reason_code)
+
+    def internal_error(self, now: float) -> None:
+        """An unexpected exception (ours, not the client's) while serving this connection:
+        log it with its traceback, count it, and end this connection only.
+
+        Called from an `except` block. The connection's state may be half-updated, so
+        closing it is itself guarded: whatever happens, it ends CLOSED.
+        """
+        log.exception("internal error while serving %s: closing its connection", self.name)
+        self.metrics.connection_errors += 1
+        try:
+            self.close(now, "internal error", ReasonCode.UNSPECIFIED_ERROR)
+        except Exception:
+            log.exception("internal error while closing %s", self.name)
+            self.state = ConnectionState.CLOSED
+            self.on_output()
 
     def _require_session(self) -> Session:
         session = self.session
@@ -419,6 +437,10 @@ class Connection:
                     "[MQTT-3.2.2-14] retain is not available", ReasonCode.RETAIN_NOT_SUPPORTED
                 )
             if props is not NO_PROPERTIES:
+                if props.subscription_identifiers:
+                    raise protocol_error(
+                        "[MQTT-3.3.4-6] a client's PUBLISH must not carry a subscription "
+                        "identifier")
                 topic = self._resolve_alias(topic, props)
                 if props.payload_format_indicator == 1 and not _is_utf8(packet.payload):
                     self._reject_publish(packet, ReasonCode.PAYLOAD_FORMAT_INVALID)
@@ -426,8 +448,8 @@ class Connection:
                 if props.message_expiry_interval:
                     expires_at = now + props.message_expiry_interval
                 props = _forwarded(props)
-        hooks = self.broker.hooks
-        if hooks.acl_hooks and not hooks.allowed(client, topic, Access.PUBLISH):
+        broker = self.broker
+        if (broker.hooks.acl_hooks or topic[0] == "$") and not broker.may_publish(client, topic):
             log.info("denied publish to %r by %s", topic, self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
@@ -448,7 +470,7 @@ class Connection:
                           client.client_id)
         if packet.raw is not None:
             message.arrived_as(packet.raw)
-        matched = self.broker.publish(message, now, client)
+        matched = broker.publish(message, now, client)
         if qos == 1:
             if matched or self.version != MQTT_5:
                 self._out.append(PUBACK_HEAD + packet_id.to_bytes(2, "big"))

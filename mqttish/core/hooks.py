@@ -81,11 +81,18 @@ class HookChain:
 
     def allowed(self, client: ClientInfo, topic: str, access: Access) -> bool:
         """True unless a hook denies; with no ACL hooks this costs one truth test."""
+        return self.decide(client, topic, access) is not Decision.DENY
+
+    def granted(self, client: ClientInfo, topic: str, access: Access) -> bool:
+        """True only if a hook explicitly allows (for what is refused by default)."""
+        return self.decide(client, topic, access) is Decision.ALLOW
+
+    def decide(self, client: ClientInfo, topic: str, access: Access) -> Decision:
         for hook in self.acl_hooks:
             decision = hook.check_acl(client, topic, access)
             if decision is not Decision.DEFER:
-                return decision is Decision.ALLOW
-        return True
+                return decision
+        return Decision.DEFER
 
     def on_connect(self, client: ClientInfo) -> None:
         for hook in self.hooks:

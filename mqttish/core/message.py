@@ -10,6 +10,8 @@ two bytes of the packet identifier.
 from __future__ import annotations
 
 from mqttish.protocol import properties as P
+from mqttish.protocol.bounded_cache import BoundedCache
+from mqttish.protocol.codec import KNOWN_TOPICS_BYTES, MAX_CACHED_TOPIC
 from mqttish.protocol.packets import MQTT_3_1, MQTT_3_1_1, MQTT_5
 from mqttish.protocol.properties import NO_PROPERTIES, Properties, encode_properties
 from mqttish.protocol.wire import encode_string, encode_varint
@@ -82,15 +84,13 @@ class Message:
         return cached
 
 
-# Topics repeat: encode each once. Bounded, like the decoder's cache of names.
-_encoded_topics: dict[str, bytes] = {}
-ENCODED_TOPICS_SIZE = 10_000
+# Topics repeat: encode each once. Bounded by bytes, like the decoder's cache of names.
+_encoded_topics: BoundedCache[str, bytes] = BoundedCache(KNOWN_TOPICS_BYTES, MAX_CACHED_TOPIC)
 
 
 def _encoded_topic(topic: str) -> bytes:
     encoded = _encoded_topics.get(topic)
     if encoded is None:
-        if len(_encoded_topics) >= ENCODED_TOPICS_SIZE:
-            _encoded_topics.clear()
-        encoded = _encoded_topics[topic] = encode_string(topic)
+        encoded = encode_string(topic)
+        _encoded_topics.put(topic, encoded, 2 * len(encoded))
     return encoded

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class Metrics:
     __slots__ = (
         "bytes_received", "bytes_sent", "clients_connected", "clients_expired",
-        "clients_maximum", "clients_total_connections", "messages_received", "messages_sent",
+        "clients_maximum", "clients_total_connections", "connection_errors", "messages_received",
+        "messages_sent",
         "publish_bytes_received", "publish_bytes_sent", "publish_dropped", "publish_received",
         "publish_sent", "sockets_opened",
     )
@@ -41,6 +42,9 @@ class Metrics:
         self.clients_expired = 0
         self.clients_total_connections = 0  # connections accepted since start
         self.sockets_opened = 0  # network connections accepted, MQTT or not (the transport counts)
+        # Connections closed by an unexpected error of ours (a bug), at any layer: each one is
+        # logged with its traceback and ends that connection only.
+        self.connection_errors = 0
 
     def client_connected(self) -> None:
         self.clients_connected += 1
@@ -74,6 +78,7 @@ class BrokerStats:
     clients_expired: int
     connections_total: int  # CONNECTs accepted since start
     sockets_total: int  # network connections accepted since start
+    connection_errors: int  # connections ended by an unexpected error of ours
     messages_received: int  # control packets of every type
     messages_sent: int
     publish_received: int
@@ -121,6 +126,7 @@ def broker_stats(broker: Broker, now: float, started_at: float) -> BrokerStats:
         clients_expired=metrics.clients_expired,
         connections_total=metrics.clients_total_connections,
         sockets_total=metrics.sockets_opened,
+        connection_errors=metrics.connection_errors,
         messages_received=metrics.messages_received,
         messages_sent=metrics.messages_sent,
         publish_received=metrics.publish_received,

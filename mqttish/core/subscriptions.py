@@ -17,10 +17,13 @@ from dataclasses import dataclass
 
 from mqttish.core.session import Session
 from mqttish.core.shared import SharedGroup, Strategy
+from mqttish.protocol.bounded_cache import BoundedCache
 from mqttish.protocol.packets import RetainHandling
 from mqttish.protocol.topics import parse_shared
 
-MATCH_CACHE_SIZE = 10_000
+MATCH_CACHE_BYTES = 16 * 1024 * 1024
+MATCH_ITEM_BYTES = 150  # what one target of a cached match costs (Target, its tuple, a list slot)
+MAX_CACHED_MATCH = MATCH_CACHE_BYTES // 4  # a match for ~25,000 sessions is still cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ class SubscriptionTree:
     def __init__(self, strategy: Strategy = Strategy.ROUND_ROBIN) -> None:
         self.strategy = strategy  # for shared groups created from now on
         self._root = _Node()
-        self._cache: dict[str, Match] = {}
+        self._cache: BoundedCache[str, Match] = BoundedCache(MATCH_CACHE_BYTES, MAX_CACHED_MATCH)
         self.count = 0
 
     def add(self, subscription: Subscription) -> SharedGroup | None:
@@ -155,9 +158,9 @@ class SubscriptionTree:
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
-        if len(self._cache) >= MATCH_CACHE_SIZE:
-            self._cache.clear()
-        result = self._cache[topic] = self._match(topic)
+        result = self._match(topic)
+        size = len(topic) + MATCH_ITEM_BYTES * (len(result.targets) + len(result.groups))
+        self._cache.put(topic, result, size)
         return result
 
     def _match(self, topic: str) -> Match:

@@ -15,6 +15,7 @@ from typing import Final
 
 from mqttish.errors import LocalProtocolError, RemoteProtocolError, malformed, protocol_error
 from mqttish.protocol import properties as P
+from mqttish.protocol.bounded_cache import BoundedCache
 from mqttish.protocol.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -42,6 +43,8 @@ from mqttish.protocol.packets import (
 )
 from mqttish.protocol.properties import NO_PROPERTIES, decode_properties, encode_properties
 from mqttish.protocol.reason_codes import (
+    ALLOWED_REASON_CODES,
+    REASON_CODE_RULES,
     ReasonCode,
     connack_code_from_v3,
     connack_code_to_v3,
@@ -58,6 +61,9 @@ from mqttish.protocol.wire import (
     encode_string,
     encode_varint,
 )
+
+KNOWN_TOPICS_BYTES = 2 * 1024 * 1024
+MAX_CACHED_TOPIC = 2048  # bytes charged for one entry; longer topics are not worth caching
 
 
 class _NeedData:
@@ -253,6 +259,14 @@ def _nonzero_packet_id(data: bytes, pos: int, end: int) -> tuple[int, int]:
     return packet_id, pos
 
 
+def _reason_code(code: int, kind: str) -> int:
+    """`code`, if packets of `kind` may carry it (MQTT 5.0)."""
+    if code not in ALLOWED_REASON_CODES[kind]:
+        raise protocol_error(f"[{REASON_CODE_RULES[kind]}] {kind} cannot carry reason code "
+                             f"0x{code:02X}")
+    return code
+
+
 def validate_subscription_filter(topic_filter: str) -> None:
     if parse_shared(topic_filter) is None:
         validate_topic_filter(topic_filter)
@@ -328,6 +342,7 @@ def _decode_connack(data: bytes, pos: int, end: int, flags: int, version: int) -
         raise malformed("[MQTT-3.2.2-1] reserved CONNACK flags must be 0")
     pos += 2
     if version == MQTT_5:
+        _reason_code(code, P.CONNACK)
         properties, pos = decode_properties(data, pos, end, P.CONNACK)
     else:
         properties = NO_PROPERTIES
@@ -339,9 +354,8 @@ def _decode_connack(data: bytes, pos: int, end: int, flags: int, version: int) -
 
 
 # Topic names repeat (a sensor publishes to the same one all day): remember the
-# ones already validated, so each is decoded and checked once. Bounded.
-_known_topics: dict[bytes, str] = {}
-KNOWN_TOPICS_SIZE = 10_000
+# ones already validated, so each is decoded and checked once.
+_known_topics: BoundedCache[bytes, str] = BoundedCache(KNOWN_TOPICS_BYTES, MAX_CACHED_TOPIC)
 
 
 def _check_topic_name(raw: bytes) -> str:
@@ -349,9 +363,7 @@ def _check_topic_name(raw: bytes) -> str:
     if "+" in topic or "#" in topic:
         validate_topic_name(topic)
     if topic:
-        if len(_known_topics) >= KNOWN_TOPICS_SIZE:
-            _known_topics.clear()
-        _known_topics[raw] = topic
+        _known_topics.put(raw, topic, 2 * len(raw))
     return topic
 
 
@@ -389,7 +401,7 @@ def _ack_decoder(cls: type[PubAck], kind: str) -> Callable[..., PubAck]:
         reason_code = 0
         properties = NO_PROPERTIES
         if version == MQTT_5 and pos < end:
-            reason_code = data[pos]
+            reason_code = _reason_code(data[pos], kind)
             pos += 1
             if pos < end:
                 properties, pos = decode_properties(data, pos, end, kind)
@@ -442,7 +454,10 @@ def _decode_suback(data: bytes, pos: int, end: int, flags: int, version: int) ->
     properties = NO_PROPERTIES
     if version == MQTT_5:
         properties, pos = decode_properties(data, pos, end, P.SUBACK)
-    return SubAck(packet_id, tuple(data[pos:end]), properties)
+        codes = tuple(_reason_code(code, P.SUBACK) for code in data[pos:end])
+    else:
+        codes = tuple(data[pos:end])
+    return SubAck(packet_id, codes, properties)
 
 
 def _decode_unsubscribe(data: bytes, pos: int, end: int, flags: int, version: int) -> Unsubscribe:
@@ -466,7 +481,8 @@ def _decode_unsuback(data: bytes, pos: int, end: int, flags: int, version: int) 
         _expect_end(pos, end, "UNSUBACK")
         return UnsubAck(packet_id)
     properties, pos = decode_properties(data, pos, end, P.UNSUBACK)
-    return UnsubAck(packet_id, tuple(data[pos:end]), properties)
+    codes = tuple(_reason_code(code, P.UNSUBACK) for code in data[pos:end])
+    return UnsubAck(packet_id, codes, properties)
 
 
 def _decode_pingreq(data: bytes, pos: int, end: int, flags: int, version: int) -> PingReq:
@@ -483,7 +499,7 @@ def _decode_disconnect(data: bytes, pos: int, end: int, flags: int, version: int
     reason_code = 0
     properties = NO_PROPERTIES
     if version == MQTT_5 and pos < end:
-        reason_code = data[pos]
+        reason_code = _reason_code(data[pos], P.DISCONNECT)
         pos += 1
         if pos < end:
             properties, pos = decode_properties(data, pos, end, P.DISCONNECT)
@@ -497,7 +513,7 @@ def _decode_auth(data: bytes, pos: int, end: int, flags: int, version: int) -> A
     reason_code = 0
     properties = NO_PROPERTIES
     if pos < end:
-        reason_code = data[pos]
+        reason_code = _reason_code(data[pos], P.AUTH)
         pos += 1
         if pos < end:
             properties, pos = decode_properties(data, pos, end, P.AUTH)

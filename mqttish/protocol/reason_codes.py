@@ -82,6 +82,32 @@ _CONNACK_V5 = {v3: v5 for v5, v3 in reversed(list(_CONNACK_V3.items()))}
 
 SUBACK_FAILURE_V3 = 0x80
 
+# The reason codes each packet may carry (MQTT 5.0 sections 3.2.2.2 to 3.15.2.1), keyed by
+# the packet kinds of protocol/properties.py: a peer that sends another one breaks its rule.
+_PUBLISH_ACK = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
+_RELEASE = frozenset({0x00, 0x92})
+ALLOWED_REASON_CODES: dict[str, frozenset[int]] = {
+    "CONNACK": frozenset({0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89,
+                          0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}),
+    "PUBACK": _PUBLISH_ACK,
+    "PUBREC": _PUBLISH_ACK,
+    "PUBREL": _RELEASE,
+    "PUBCOMP": _RELEASE,
+    "SUBACK": frozenset({0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1,
+                         0xA2}),
+    "UNSUBACK": frozenset({0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91}),
+    "DISCONNECT": frozenset({0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E,
+                             0x8F, 0x90, *range(0x93, 0xA3)}),
+    "AUTH": frozenset({0x00, 0x18, 0x19}),
+}
+
+# The rule each packet's section states for its reason codes.
+REASON_CODE_RULES: dict[str, str] = {
+    "CONNACK": "MQTT-3.2.2-8", "PUBACK": "MQTT-3.4.2-1", "PUBREC": "MQTT-3.5.2-1",
+    "PUBREL": "MQTT-3.6.2-1", "PUBCOMP": "MQTT-3.7.2-1", "SUBACK": "MQTT-3.9.3-2",
+    "UNSUBACK": "MQTT-3.11.3-2", "DISCONNECT": "MQTT-3.14.2-1", "AUTH": "MQTT-3.15.2-1",
+}
+
 
 def connack_code_to_v3(code: int) -> int:
     """The 3.1.1 return code closest in meaning to a v5 CONNACK reason code."""

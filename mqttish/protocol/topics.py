@@ -61,6 +61,20 @@ def parse_shared(topic_filter: str) -> SharedFilter | None:
     return SharedFilter(group, inner)
 
 
+BRIDGE_STATE_PREFIX = "$SYS/broker/connection/"
+
+
+def reserved_for_broker(topic: str) -> bool:
+    """Topics only the broker publishes to, as in Mosquitto: `$SYS...` (bridges may report
+    their state under $SYS/broker/connection/) and `$share...`. Clients need an explicit
+    ACL grant to write there."""
+    if not topic.startswith("$"):
+        return False
+    if topic.startswith("$SYS"):
+        return not topic.startswith(BRIDGE_STATE_PREFIX)
+    return topic.startswith("$share")
+
+
 def has_wildcard(topic_filter: str) -> bool:
     return "+" in topic_filter or "#" in topic_filter
 

@@ -80,6 +80,10 @@ class _Writer:
                     return
         except _LOST as exc:
             _lost(connection, exc)
+        except Exception:
+            connection.internal_error(trio.current_time())
+            if self.reading is not None:  # the connection is over: no lingering
+                self.reading.cancel()
         finally:
             self.scope = None
             self.running = False
@@ -149,9 +153,14 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
         if reading.cancelled_caught and not connection.closed:
             connection.read_deadline_expired(trio.current_time())
         await writer.wait_until_sent(trio.current_time() + CLOSE_GRACE)
+    except Exception:  # a fault domain: an error of ours ends this connection, nothing else
+        connection.internal_error(trio.current_time())
     finally:
         writer.stop()
-        connection.connection_lost(trio.current_time())
+        try:
+            connection.connection_lost(trio.current_time())
+        except Exception:
+            connection.internal_error(trio.current_time())
         await trio.aclose_forcefully(stream)
 
 

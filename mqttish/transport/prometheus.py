@@ -55,6 +55,9 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("mqttish_clients_expired", "Persistent sessions expired after their client left",
      "clients_expired"),
     ("mqttish_sockets_opened", "Network connections accepted, MQTT or HTTP", "sockets_total"),
+    ("mqttish_connection_errors",
+     "Connections ended by an unexpected error in the broker (each logged with a traceback)",
+     "connection_errors"),
 )
 GAUGES: tuple[tuple[str, str, str], ...] = (
     ("mqttish_uptime_seconds", "Seconds since the broker started", "uptime"),

@@ -40,6 +40,7 @@ from wsproto.events import (
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.handshake import server_extensions_handshake
+from wsproto.utilities import LocalProtocolError as WebSocketLocalProtocolError
 from wsproto.utilities import generate_accept_token, split_comma_header
 
 from mqttish.config import ListenerConfig
@@ -92,12 +93,13 @@ def is_upgrade(request: h11.Request) -> bool:
     return any(v.strip().lower() == b"websocket" for v in headers.get(b"upgrade", []))
 
 
-def _origin_key(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url.strip().lower().rstrip("/"))
+def _origin_key(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an origin or Host value; None if it cannot be parsed."""
     try:
+        parts = urlsplit(url.strip().lower().rstrip("/"))
         port = parts.port
-    except ValueError:
-        port = None
+    except ValueError:  # "http://[" and the like: a client's garbage, never a match
+        return None
     default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(parts.scheme)
     return parts.scheme, parts.hostname or "", port or default
 
@@ -109,12 +111,14 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     if not allowed or origin is None:
         return True
     key = _origin_key(origin)
+    if key is None:
+        return False
     if any(_origin_key(entry) == key for entry in allowed):
         return True
     if host is not None:
         scheme, hostname, port = key
         own = _origin_key(f"{scheme}://{host}")
-        return (hostname, port) == own[1:]
+        return own is not None and (hostname, port) == own[1:]
     return False
 
 
@@ -169,7 +173,10 @@ def negotiate(request: h11.Request, listener: ListenerConfig) -> Upgrade:
               for e in split_comma_header(v)]
     if offers:
         deflate = PerMessageDeflate()
-        accepted = server_extensions_handshake(offers, [deflate])
+        try:
+            accepted = server_extensions_handshake(offers, [deflate])
+        except ValueError:  # a malformed parameter: decline the extension [RFC 7692 5.1]
+            accepted = None
         if accepted:
             response.append((b"Sec-WebSocket-Extensions", accepted))
             extensions.append(deflate)
@@ -216,14 +223,16 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
             if isinstance(event, BytesMessage):
                 self._received += event.data
             elif isinstance(event, Ping):
-                await self._send(event.response())
+                if self._ws.state is ConnectionState.OPEN:  # no Pong after our Close
+                    await self._send(event.response())
             elif isinstance(event, CloseConnection):
                 await self._closed_by_peer(event)
                 return
             elif isinstance(event, TextMessage):
-                await self._fail(CloseReason.UNSUPPORTED_DATA,
-                                 "text frame: MQTT over WebSocket uses binary frames "
-                                 "[MQTT-6.0.0-1]")
+                if self._ws.state is ConnectionState.OPEN:  # after our Close, input is discarded
+                    await self._fail(CloseReason.UNSUPPORTED_DATA,
+                                     "text frame: MQTT over WebSocket uses binary frames "
+                                     "[MQTT-6.0.0-1]")
             elif not isinstance(event, Pong):  # pragma: no cover - no other events exist
                 log.debug("ignoring WebSocket event %r", event)
 
@@ -244,7 +253,12 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
 
     async def _send(self, event: Event) -> None:
         async with self._send_lock:
-            data = self._ws.send(event)
+            # The state is checked here, under the lock: the reader may have handled the
+            # peer's Close while this task waited for it.
+            try:
+                data = self._ws.send(event)
+            except WebSocketLocalProtocolError as exc:
+                raise trio.ClosedResourceError(f"the WebSocket is closing: {exc}") from None
             if data:
                 await self.transport_stream.send_all(data)
 

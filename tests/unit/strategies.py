@@ -29,7 +29,7 @@ from mqttish.protocol.packets import (
     Will,
 )
 from mqttish.protocol.properties import NO_PROPERTIES, SPECS, Properties, PropType
-from mqttish.protocol.reason_codes import ReasonCode
+from mqttish.protocol.reason_codes import ALLOWED_REASON_CODES
 
 text = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20
@@ -42,7 +42,11 @@ topic_filters = st.lists(level | st.just("+"), min_size=1, max_size=5).flatmap(
 packet_ids = st.integers(1, 0xFFFF)
 payloads = st.binary(max_size=300)
 qos = st.integers(0, 2)
-reason_codes = st.sampled_from([int(code) for code in ReasonCode])
+
+
+def codes_of(kind: str) -> st.SearchStrategy[int]:
+    """The reason codes packets of `kind` may carry (others are a protocol error)."""
+    return st.sampled_from(sorted(ALLOWED_REASON_CODES[kind]))
 
 
 def _value(kind: PropType) -> st.SearchStrategy[Any]:
@@ -92,7 +96,7 @@ def packets(version: int) -> st.SearchStrategy[Packet]:
         props(P.PUBLISH).filter(lambda p: p.topic_alias is None),
     )
     connack_codes = (
-        reason_codes if v5 else st.sampled_from([0, 0x84, 0x85, 0x86, 0x87, 0x88])
+        codes_of(P.CONNACK) if v5 else st.sampled_from([0, 0x84, 0x85, 0x86, 0x87, 0x88])
     )
     choices = [
         st.builds(Connect, text, st.just(version), st.booleans(), st.integers(0, 0xFFFF),
@@ -101,27 +105,27 @@ def packets(version: int) -> st.SearchStrategy[Packet]:
         .filter(lambda c: v5 or c.password is None or c.username is not None),
         st.builds(ConnAck, st.booleans(), connack_codes, props(P.CONNACK)),
         publishes,
-        st.builds(PubAck, packet_ids, code(reason_codes), props(P.PUBACK)),
-        st.builds(PubRec, packet_ids, code(reason_codes), props(P.PUBREC)),
-        st.builds(PubRel, packet_ids, code(reason_codes), props(P.PUBREL)),
-        st.builds(PubComp, packet_ids, code(reason_codes), props(P.PUBCOMP)),
+        st.builds(PubAck, packet_ids, code(codes_of(P.PUBACK)), props(P.PUBACK)),
+        st.builds(PubRec, packet_ids, code(codes_of(P.PUBREC)), props(P.PUBREC)),
+        st.builds(PubRel, packet_ids, code(codes_of(P.PUBREL)), props(P.PUBREL)),
+        st.builds(PubComp, packet_ids, code(codes_of(P.PUBCOMP)), props(P.PUBCOMP)),
         st.builds(Subscribe, packet_ids, st.lists(subscriptions, min_size=1, max_size=4)
                   .map(tuple), props(P.SUBSCRIBE).filter(
                       lambda p: len(p.subscription_identifiers) <= 1)),
         st.builds(SubAck, packet_ids,
-                  st.lists(reason_codes if v5 else st.sampled_from([0, 1, 2, 0x80]),
+                  st.lists(codes_of(P.SUBACK) if v5 else st.sampled_from([0, 1, 2, 0x80]),
                            min_size=1, max_size=4).map(tuple), props(P.SUBACK)),
         st.builds(Unsubscribe, packet_ids, st.lists(topic_filters, min_size=1, max_size=4)
                   .map(tuple), props(P.UNSUBSCRIBE)),
         st.builds(UnsubAck, packet_ids,
-                  st.lists(reason_codes, max_size=4).map(tuple) if v5 else st.just(()),
+                  st.lists(codes_of(P.UNSUBACK), max_size=4).map(tuple) if v5 else st.just(()),
                   props(P.UNSUBACK)),
         st.just(PingReq()),
         st.just(PingResp()),
-        st.builds(Disconnect, code(reason_codes), props(P.DISCONNECT)),
+        st.builds(Disconnect, code(codes_of(P.DISCONNECT)), props(P.DISCONNECT)),
     ]
     if v5:
-        choices.append(st.builds(Auth, reason_codes, props(P.AUTH)))
+        choices.append(st.builds(Auth, codes_of(P.AUTH), props(P.AUTH)))
     return st.one_of(choices)
 
 

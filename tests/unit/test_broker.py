@@ -238,15 +238,15 @@ def test_dollar_topics_hidden_from_leading_wildcards(broker: Broker) -> None:
     sub = Peer(broker)
     sub.connect("sub")
     sub.subscribe("#", 0)
-    sub.subscribe("$SYS/#", 0, packet_id=2)
+    sub.subscribe("$app/#", 0, packet_id=2)
     pub = Peer(broker)
     pub.connect("pub")
-    pub.send(Publish("$SYS/x", b"sys"), Publish("normal", b"n"))
-    assert sorted(p.topic for p in sub.publishes()) == ["$SYS/x", "normal"]
+    pub.send(Publish("$app/x", b"app"), Publish("normal", b"n"))
+    assert sorted(p.topic for p in sub.publishes()) == ["$app/x", "normal"]
     wildcard_only = Peer(broker)
     wildcard_only.connect("w")
     wildcard_only.subscribe("+/x", 0)
-    pub.send(Publish("$SYS/x", b"sys"))
+    pub.send(Publish("$app/x", b"app"))
     assert wildcard_only.publishes() == []
 
 

@@ -121,6 +121,13 @@ MALFORMED_V5 = [
     ("property length past the end", b"\x30\x05\x00\x01t\x09\x01", "MQTT-2.2.2"),
     ("retain handling 3", b"\x82\x07\x00\x01\x00\x00\x01a\x30", "retain handling"),
     ("reserved option bits", b"\x82\x07\x00\x01\x00\x00\x01a\x40", "MQTT-3.8.3-5"),
+    ("undefined DISCONNECT reason code", b"\xe0\x01\x05", "MQTT-3.14.2-1"),
+    ("PUBACK with a DISCONNECT reason code", b"\x40\x03\x00\x01\x8e", "MQTT-3.4.2-1"),
+    ("PUBREL with reason code 0x10", b"\x62\x03\x00\x01\x10", "MQTT-3.6.2-1"),
+    ("SUBACK with reason code 0x03", b"\x90\x04\x00\x01\x00\x03", "MQTT-3.9.3-2"),
+    ("UNSUBACK with reason code 0x01", b"\xb0\x04\x00\x01\x00\x01", "MQTT-3.11.3-2"),
+    ("AUTH with reason code 0x01", b"\xf0\x01\x01", "MQTT-3.15.2-1"),
+    ("CONNACK with reason code 0x8E", b"\x20\x03\x00\x8e\x00", "MQTT-3.2.2-8"),
 ]
 
 

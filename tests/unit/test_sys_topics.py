@@ -16,7 +16,7 @@ from mqttish.core.sys_topics import SysTree
 
 ZERO = BrokerStats(
     uptime=0.0, clients_connected=0, clients_disconnected=0, clients_maximum=0,
-    clients_total=0, clients_expired=0, connections_total=0, sockets_total=0,
+    clients_total=0, clients_expired=0, connections_total=0, sockets_total=0, connection_errors=0,
     messages_received=0, messages_sent=0, publish_received=0, publish_sent=0,
     publish_dropped=0, publish_bytes_received=0, publish_bytes_sent=0, bytes_received=0,
     bytes_sent=0, retained_count=0, retained_bytes=0, subscriptions=0, store_messages=0,
