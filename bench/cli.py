@@ -313,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {exc}", file=sys.stderr)
             return 2
     _pin_self(harness.pinning)
+    # Stopped from outside (kill, or a job control that ignores SIGINT): unwind, so that
+    # the running broker and load generator are stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         results = harness.run_all()
     except BrokerError as exc:
