@@ -102,6 +102,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...] = default_listeners()
     allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    connection_messages: bool = True  # log each client's connect and disconnect
 
     connect_timeout: float = 10.0
     max_keepalive: int = 65535
@@ -110,6 +111,12 @@ class Config:
     max_queued_messages: int = 1000
     max_queued_bytes: int = 0  # 0: no byte limit, only the message count
     queue_qos0_messages: bool = False
+    # Overload: a full queue whose client makes progress holds its publishers back; one
+    # that made no progress for stall_timeout seconds is stalled: its overflow is dropped
+    # (and counted), or it is disconnected.
+    stall_timeout: float = 5.0
+    stall_action: Literal["drop", "disconnect"] = "drop"
+    qos0_backpressure: bool = True  # false: QoS 0 overflow is dropped instead of waited for
     retain_available: bool = True
     max_qos: Literal[0, 1, 2] = 2
     topic_alias_maximum: int = 10
@@ -143,6 +150,8 @@ class Config:
             raise ConfigError("max_inflight_messages: must be at most 65535")
         if not 0 <= self.topic_alias_maximum <= 65535:
             raise ConfigError("topic_alias_maximum: must be between 0 and 65535")
+        if not 0 < self.stall_timeout <= 3600:
+            raise ConfigError("stall_timeout: must be more than 0 and at most 3600 seconds")
         if self.sys_interval < 0:
             raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
 

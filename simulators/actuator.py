@@ -21,6 +21,7 @@ from enum import Enum
 import trio
 
 from mqttish.client import Client, Message, Will
+from mqttish.log_text import clip
 from simulators.common import (
     OFFLINE,
     ONLINE,
@@ -116,7 +117,7 @@ class Actuator:
                         await self._handle(client, message)
 
                     await serve_subscription(client, self.events_filter, handle, self._stopper,
-                                             subscribed)
+                                             subscribed, keep=True)
                     nursery.cancel_scope.cancel()
                 with trio.move_on_after(GOODBYE_TIMEOUT) as goodbye:
                     goodbye.shield = True
@@ -134,7 +135,7 @@ class Actuator:
             event = json.loads(message.payload)
             level = Level(event["event"])
         except (ValueError, KeyError, TypeError):
-            log.warning("%s: ignoring %s: not an event: %r", self.actuator_id, message.topic,
+            log.warning("%s: ignoring %s: not an event: %r", self.actuator_id, clip(message.topic),
                         message.payload[:60])
             return
         on = level is SWITCHED_ON_BY[self.config.kind]

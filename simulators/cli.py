@@ -372,7 +372,9 @@ def _scenario(args: argparse.Namespace, broker: BrokerSettings) -> Main:
     run = ScenarioRun(scenario, broker, seed if seed is not None else random.randrange(1_000_000))
 
     async def main() -> int:
-        await run_stoppable(f"scenario {scenario.name!r}", run, lambda: run.run(args.duration))
+        report = await run_stoppable(f"scenario {scenario.name!r}", run,
+                                     lambda: run.run(args.duration))
+        print("\n".join(report.lines()))
         return 0
 
     return main

@@ -239,7 +239,7 @@ async def publish(client: Client, owner: str, topic: str, payload: bytes, qos: i
 async def serve_subscription(client: Client, topic_filter: str,
                              handle: Callable[[Message], Awaitable[None]], stopper: Stopper,
                              subscribed: Callable[[], Awaitable[None]], *,
-                             manual_ack: bool = False) -> None:
+                             manual_ack: bool = False, keep: bool = False) -> None:
     """Subscribe at QoS 1 and hand each message to `handle` until `stopper` stops it.
 
     `subscribed()` is called once the broker has granted the subscription
@@ -247,9 +247,13 @@ async def serve_subscription(client: Client, topic_filter: str,
     SUBACK) are handled, so that what it announces is up to date. Stopping
     ends the wait for the next message, never the handling of one, whose
     publishes finish. With `manual_ack`, `handle` acknowledges each message.
+    With `keep` (a device whose session outlives the program), stopping
+    leaves the subscription in the session, so what is published while the
+    program is not running waits for its next run, as after a `kill -9`.
     """
     with stopper.stoppable() as subscribing:
-        async with client.subscription(topic_filter, qos=1, manual_ack=manual_ack) as messages:
+        async with client.subscription(topic_filter, qos=1, manual_ack=manual_ack,
+                                       keep=keep) as messages:
             stopper.disarm(subscribing)
             while True:
                 try:

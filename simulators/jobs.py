@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from mqttish.client import MQTT_5, Client, Message, Messages, Properties
+from mqttish.log_text import clip
 from simulators.common import BrokerSettings, Stopper, serve_subscription
 
 log = logging.getLogger("simulators.jobs")
@@ -121,7 +122,7 @@ class Worker:
         reply_to = message.properties.response_topic
         if reply_to is None:
             log.warning("%s: job on %s has no response topic; dropped", self.worker_id,
-                        message.topic)
+                        clip(message.topic))
             return
         job = json.loads(message.payload)
         megapixels = job["width"] * job["height"] / 1e6

@@ -27,6 +27,7 @@ from enum import Enum
 import trio
 
 from mqttish.client import Client, Message
+from mqttish.log_text import clip
 from simulators.common import (
     BrokerSettings,
     Stopper,
@@ -181,7 +182,8 @@ class Monitor:
                 async def handle(message: Message) -> None:
                     await self._handle(client, message)
 
-                await serve_subscription(client, topic_filter, handle, self._stopper, subscribed)
+                await serve_subscription(client, topic_filter, handle, self._stopper, subscribed,
+                                         keep=True)
 
     async def _handle(self, client: Client, message: Message) -> None:
         fields = self._readings.parse(message.topic)
@@ -192,7 +194,7 @@ class Monitor:
         except (ValueError, KeyError, TypeError):
             if message.topic not in self._unreadable:
                 self._unreadable.add(message.topic)
-                log.warning("ignoring %s: payload %r has no temperature", message.topic,
+                log.warning("ignoring %s: payload %r has no temperature", clip(message.topic),
                             message.payload[:60])
             return
         change = self.detector.reading(fields["site"], fields["room"], value)

@@ -147,6 +147,33 @@ def _merge(base: dict[str, Any], override: Any) -> Any:
 # ------------------------------------------------------------------ running
 
 
+@dataclass(frozen=True, slots=True)
+class ScenarioReport:
+    """The summary printed at the end, on stdout like the other commands' summaries."""
+
+    name: str
+    seed: int
+    sensors: int
+    monitor: bool
+    actuators: int
+    seconds: float
+    readings: int  # published by the sensors
+    events: int  # published by the monitor
+    switches: int  # times an actuator switched on or off
+
+    def lines(self) -> list[str]:
+        return [
+            "scenario summary:",
+            f"  scenario     {self.name} (seed {self.seed})",
+            f"  devices      {self.sensors} sensors, {'a' if self.monitor else 'no'} monitor, "
+            f"{self.actuators} actuators",
+            f"  duration     {self.seconds:.1f} s",
+            f"  readings     {self.readings}",
+            f"  events       {self.events}",
+            f"  switches     {self.switches}",
+        ]
+
+
 class ScenarioRun:
     """The running devices of one scenario; `await nursery.start(run.run)` starts them all.
 
@@ -182,11 +209,13 @@ class ScenarioRun:
         scope.cancel()
 
     async def run(self, duration: float | None = None, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> ScenarioReport:
         """Start actuators, then the monitor, then sensors (so no first event is missed)."""
         scenario = self.scenario
         if duration is None:
             duration = scenario.duration
+        started = trio.current_time()
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as starting:
                 nursery.start_soon(self._cancel_when_stopped, starting)
@@ -212,8 +241,10 @@ class ScenarioRun:
             for actuator in self.actuators:
                 actuator.stop()
             nursery.cancel_scope.deadline = trio.current_time() + GRACE
-        readings = sum(sensor.published for sensor in self.sensors)
-        events = self.monitor.events if self.monitor else 0
-        switches = sum(actuator.switches for actuator in self.actuators)
-        log.info("scenario %r ended: %d readings, %d events, %d actuator switches (seed %d)",
-                 scenario.name, readings, events, switches, self.seed)
+        return ScenarioReport(
+            name=scenario.name, seed=self.seed, sensors=len(self.sensors),
+            monitor=self.monitor is not None, actuators=len(self.actuators),
+            seconds=trio.current_time() - started,
+            readings=sum(sensor.published for sensor in self.sensors),
+            events=self.monitor.events if self.monitor else 0,
+            switches=sum(actuator.switches for actuator in self.actuators))

@@ -266,11 +266,12 @@ class TemperatureSensor:
         script = sorted(config.script, key=lambda step: step.at)
         stopper = self._stopper
         start = trio.current_time()
+        slot = 0  # the reading's number in the schedule
         if self._gun is not None:
             with stopper.stoppable():
                 start = await self._gun.wait()
-        # The reading's number in the schedule: after a late start, the next one due.
-        slot = max(0, math.ceil((trio.current_time() - start - config.phase) / interval))
+            # Connected after the gun went off: the next reading due, not those missed.
+            slot = max(0, math.ceil((trio.current_time() - start - config.phase) / interval))
         seq = 0  # the number of readings made: without gaps, so a subscriber can spot losses
         while not stopper.stopping:
             t = config.phase + slot * interval  # the reading's time on our own timeline

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -28,6 +29,13 @@ TEST_CONFIG = Config(listeners=(ListenerConfig(port=0),), connect_timeout=5.0)
 
 def make_config(**overrides: Any) -> Config:
     return dataclasses.replace(TEST_CONFIG, **overrides)
+
+
+def missing(reason: str) -> None:
+    """A real part the test needs is not installed: skip, but fail in CI (which installs it)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (required in CI)")
+    pytest.skip(reason)
 
 
 class DisconnectEvents(Hook):

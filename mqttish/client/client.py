@@ -61,6 +61,7 @@ from mqttish.client.protocol import (
     matching_filter,
 )
 from mqttish.errors import RemoteProtocolError
+from mqttish.log_text import SENTENCE_LIMIT, clip
 from mqttish.protocol.packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -206,8 +207,8 @@ class _Queue:
 
     def _drop(self) -> None:
         if not self.behind:
-            log.warning("client %r: %s is %d QoS 0 messages behind; dropping new ones until it "
-                        "catches up", self.client.client_id, self.name, self.limit)
+            log.warning("client %s: %s is %d QoS 0 messages behind; dropping new ones until it "
+                        "catches up", clip(self.client.client_id), self.name, self.limit)
         self.behind += 1
         self.dropped += 1
         self.client.dropped += 1
@@ -222,8 +223,8 @@ class _Queue:
         else:
             delivery.release()
         if self.behind and not self.entries:
-            log.info("client %r: %s caught up after %d QoS 0 messages were dropped",
-                     self.client.client_id, self.name, self.behind)
+            log.info("client %s: %s caught up after %d QoS 0 messages were dropped",
+                     clip(self.client.client_id), self.name, self.behind)
             self.behind = 0
         return message
 
@@ -555,13 +556,21 @@ class Client:
         retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE,
         identifier: int | None = None,
         manual_ack: bool = False,
+        keep: bool = False,
     ) -> AsyncIterator[Messages]:
         """Subscribe for the duration of the block and receive just the matching messages.
 
         The messages are matched locally, so overlapping blocks each get a copy;
         matching messages already waiting in the inbox (a resumed session's)
         come first. Raises SubscribeError if the server refuses; unsubscribes on
-        exit unless another block still uses the same filter.
+        exit unless another block still uses the same filter, or `keep` is set.
+
+        `keep` is for a persistent session whose subscription must outlive the
+        program: a block that ends because the program stops leaves the
+        subscription in the session, so the server queues what is published
+        meanwhile, and the next run (clean start off) receives it. Do not end
+        such a block while the client goes on: its messages would wait in the
+        inbox.
 
         A QoS 1/2 message is acknowledged when the block takes it, or with
         `manual_ack` only when the application calls `message.ack()`: for
@@ -569,7 +578,7 @@ class Client:
         program dies before it is done. Messages the block never took are
         acknowledged when it ends, except with `manual_ack`.
         """
-        queue = _Queue(self, f"the consumer of {topic_filter!r}", self._options.message_buffer,
+        queue = _Queue(self, f"the consumer of {clip(topic_filter)}", self._options.message_buffer,
                        manual_ack)
         consumer = _Consumer(topic_filter, queue)
         self._consumers.append(consumer)  # before SUBSCRIBE: retained messages follow SUBACK
@@ -590,7 +599,7 @@ class Client:
                 for delivery in left:
                     delivery.release()
             still_used = any(other.topic_filter == topic_filter for other in self._consumers)
-            if subscribed and not still_used and self._state is not ClientState.CLOSED:
+            if subscribed and not (keep or still_used) and self._state is not ClientState.CLOSED:
                 # No need to wait for UNSUBACK: the block's messages are already unrouted.
                 self._protocol.unsubscribe((topic_filter,))
                 self._queue()
@@ -640,12 +649,12 @@ class Client:
                     raise
                 delay = backoff.delay(attempt)
                 attempt += 1
-                log.info("client %r: cannot connect to %s (%s); retrying in %.1f s",
-                         self.client_id, where, _describe(exc), delay)
+                log.info("client %s: cannot connect to %s (%s); retrying in %.1f s",
+                         clip(self.client_id), where, _describe(exc), delay)
                 await trio.sleep(delay)
                 continue
             log.log(logging.INFO if self._connections > 1 else logging.DEBUG,
-                    "client %r: connected to %s (%s session)", self.client_id, where,
+                    "client %s: connected to %s (%s session)", clip(self.client_id), where,
                     "resumed" if self.session_present else "new")
             attempt = 0
             task_status.started()
@@ -664,8 +673,8 @@ class Client:
                 return  # the server's answer to our DISCONNECT, not a loss
             delay = backoff.delay(attempt)
             attempt += 1
-            log.info("client %r: connection to %s lost (%s); reconnecting in %.1f s",
-                     self.client_id, where, reason, delay)
+            log.info("client %s: connection to %s lost (%s); reconnecting in %.1f s",
+                     clip(self.client_id), where, reason, delay)
             await trio.sleep(delay)
 
     async def _connect(self) -> trio.SocketStream:
@@ -766,7 +775,7 @@ class Client:
             case ServerDisconnected(disconnect=packet):
                 reason = f"the server disconnected: {reason_name(packet.reason_code)}"
                 if packet.properties.reason_string:
-                    reason += f": {packet.properties.reason_string}"
+                    reason += f": {clip(packet.properties.reason_string, SENTENCE_LIMIT)}"
                 return reason
         return None
 

@@ -7,6 +7,7 @@ Misuse of the API (a wildcard in a topic name, QoS 3) raises the codec's
 
 from __future__ import annotations
 
+from mqttish.log_text import SENTENCE_LIMIT, clip
 from mqttish.protocol.reason_codes import ReasonCode
 
 
@@ -34,7 +35,7 @@ class ConnectError(ClientError):
     def __init__(self, reason_code: int, reason_string: str | None = None) -> None:
         message = f"connection refused: {reason_name(reason_code)}"
         if reason_string:
-            message += f": {reason_string}"
+            message += f": {clip(reason_string, SENTENCE_LIMIT)}"
         super().__init__(message)
         self.reason_code = reason_code
 
@@ -54,9 +55,9 @@ class PublishError(ClientError):
     """An MQTT 5 server refused a QoS 1/2 message (PUBACK or PUBREC with a code >= 0x80)."""
 
     def __init__(self, topic: str, reason_code: int, reason_string: str | None = None) -> None:
-        message = f"publish to {topic!r} refused: {reason_name(reason_code)}"
+        message = f"publish to {clip(topic)} refused: {reason_name(reason_code)}"
         if reason_string:
-            message += f": {reason_string}"
+            message += f": {clip(reason_string, SENTENCE_LIMIT)}"
         super().__init__(message)
         self.topic = topic
         self.reason_code = reason_code
@@ -66,6 +67,7 @@ class SubscribeError(ClientError):
     """The server refused a subscription that `Client.subscription()` needed."""
 
     def __init__(self, topic_filter: str, reason_code: int) -> None:
-        super().__init__(f"subscription to {topic_filter!r} refused: {reason_name(reason_code)}")
+        super().__init__(
+            f"subscription to {clip(topic_filter)} refused: {reason_name(reason_code)}")
         self.topic_filter = topic_filter
         self.reason_code = reason_code

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mqttish.config import Config
+from mqttish.core.backpressure import Drainable, HeldPublish, Waiter
 from mqttish.core.hooks import Access, ClientInfo, Decision, Hook, HookChain
 from mqttish.core.message import Message
 from mqttish.core.metrics import Metrics
@@ -27,8 +28,9 @@ from mqttish.core.snapshot import (
     stored_message,
     stored_session,
 )
-from mqttish.core.subscriptions import Subscription, SubscriptionTree
+from mqttish.core.subscriptions import Match, Subscription, SubscriptionTree
 from mqttish.errors import RemoteProtocolError, protocol_error
+from mqttish.log_text import clip
 from mqttish.persistence.memory import MemoryStore
 from mqttish.persistence.store import Store
 from mqttish.protocol.packets import (
@@ -50,6 +52,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("mqttish.broker")
 
 SYS_PREFIX = "$SYS/"
+MAX_PACKET_SIZE = 268_435_460  # what the protocol itself allows: no Maximum Packet Size
+
+
+def _unless(value: int, default: int) -> int | None:
+    """A CONNACK property's value, or None (not sent) when it is the spec's default."""
+    return None if value == default else value
 
 
 class Broker:
@@ -88,20 +96,20 @@ class Broker:
                 return ConnAck(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
         redirect = self.config.redirect
         if redirect is not None:
-            log.info("redirecting %r (%s) to %s", client_id, connection.peer, redirect.server)
+            log.info("redirecting %s (%s) to %s", clip(client_id), connection.peer, redirect.server)
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
         client = ClientInfo(client_id, packet.username, connection.peer, version)
         refusal = self._refusal(client, packet, connection)
         if refusal is not None:
-            log.info("refused %r (%s): %s", client_id, connection.peer, refusal.name)
+            log.info("refused %s (%s): %s", clip(client_id), connection.peer, refusal.name)
             return ConnAck(False, refusal)
 
         session = self.sessions.get(client_id)
         if session is not None and session.connection is not None:
             old = session.connection
-            log.info("client %r reconnected from %s: taking over its session", client_id,
+            log.info("client %s reconnected from %s: taking over its session", clip(client_id),
                      connection.peer)
             old.close(now, "session taken over by a new connection", ReasonCode.SESSION_TAKEN_OVER)
             session = self.sessions.get(client_id)  # gone if it was a clean session
@@ -121,6 +129,7 @@ class Broker:
         )
         session.username = packet.username
         session.connection = connection
+        session.progressed(now)  # a client that just came gets stall_timeout to start taking
         connection.session = session
         connection.client = client
         connection.will = packet.will
@@ -131,9 +140,10 @@ class Broker:
             self.member_ready(session, now)
         if session.persistent:
             self.store.save_session(stored_session(session, now, with_messages=False))
-        log.info("client %r connected from %s (MQTT %s, keepalive %d, %s session)",
-                 client_id, connection.peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
-                 packet.keepalive, "resumed" if session_present else "new")
+        if self.config.connection_messages:
+            log.info("client %s connected from %s (MQTT %s, keepalive %d, %s session)",
+                     clip(client_id), connection.peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
+                     packet.keepalive, "resumed" if session_present else "new")
         properties = None
         if version == MQTT_5:
             properties = self._connack_properties(packet, assigned)
@@ -174,21 +184,27 @@ class Broker:
         return self.hooks.allowed(client, topic, Access.PUBLISH)
 
     def _connack_properties(self, packet: Connect, assigned: str | None) -> Properties:
-        """The limits an MQTT 5 client must respect, announced in CONNACK."""
+        """The limits an MQTT 5 client must respect, announced in CONNACK.
+
+        Like Mosquitto, only what differs from the spec's default is sent: an
+        absent property already means 65535 in flight, QoS 2, no packet size
+        limit, no topic aliases, and retain, wildcards, subscription ids and
+        shared subscriptions available.
+        """
         config = self.config
         requested = packet.properties.session_expiry_interval or 0
         granted = self.capped_expiry(requested)
         return Properties(
             assigned_client_identifier=assigned,
             session_expiry_interval=granted if granted != requested else None,
-            receive_maximum=config.max_inflight_messages,
-            maximum_qos=config.max_qos if config.max_qos < 2 else None,
-            retain_available=int(config.retain_available),
-            maximum_packet_size=config.max_packet_size,
-            topic_alias_maximum=self.topic_alias_maximum or None,
-            wildcard_subscription_available=int(config.wildcard_subscriptions),
-            subscription_identifier_available=int(config.subscription_identifiers),
-            shared_subscription_available=int(config.shared_subscriptions),
+            receive_maximum=_unless(config.max_inflight_messages, 65535),
+            maximum_qos=_unless(config.max_qos, 2),
+            retain_available=_unless(int(config.retain_available), 1),
+            maximum_packet_size=_unless(config.max_packet_size, MAX_PACKET_SIZE),
+            topic_alias_maximum=_unless(self.topic_alias_maximum, 0),
+            wildcard_subscription_available=_unless(int(config.wildcard_subscriptions), 1),
+            subscription_identifier_available=_unless(int(config.subscription_identifiers), 1),
+            shared_subscription_available=_unless(int(config.shared_subscriptions), 1),
             server_keep_alive=(
                 config.max_keepalive if packet.keepalive > config.max_keepalive else None
             ),
@@ -207,13 +223,15 @@ class Broker:
         if session is None or session.connection is not connection:
             return  # never connected, or its session was taken over
         session.connection = None
+        session.release_waiters(now)  # an offline session holds no publisher back
         self.metrics.clients_connected -= 1
         if session.shared_groups:
             self._redistribute(session, now)
         client = connection.client
         assert client is not None
         reason = connection.close_reason or "connection closed"
-        log.info("client %r disconnected: %s", client.client_id, reason)
+        if self.config.connection_messages:
+            log.info("client %s disconnected: %s", clip(client.client_id), reason)
         self.hooks.on_disconnect(client, reason)
         will = connection.will
         if will is not None and not connection.graceful and not self.shutting_down:
@@ -232,7 +250,7 @@ class Broker:
             self._waiting[session.client_id] = session
 
     def _publish_will(self, client_id: str, will: Will, now: float) -> None:
-        log.info("publishing will of %r to %r", client_id, will.topic)
+        log.info("publishing will of %s to %s", clip(client_id), clip(will.topic))
         props = will.properties
         expiry = props.message_expiry_interval
         forwarded = props
@@ -252,6 +270,7 @@ class Broker:
         session.subscriptions.clear()
         session.shared_groups = ()
         session.clear()
+        session.release_waiters(now)
         self._waiting.pop(session.client_id, None)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
@@ -259,19 +278,37 @@ class Broker:
 
     # ------------------------------------------------------------------ routing
 
-    def publish(self, message: Message, now: float, client: ClientInfo | None = None) -> int:
-        """Route a message to every matching session; return how many matched."""
+    def publish(self, message: Message, now: float, client: ClientInfo | None = None,
+                publisher: Waiter | None = None) -> int | HeldPublish:
+        """Route a message to every matching session; return how many matched.
+
+        With a `publisher` to hold back, a full queue whose client makes progress
+        stops the fan-out: the `HeldPublish` returned finishes it later
+        (`resume_publish`), once the queue has drained and released the publisher.
+        Without one (wills, $SYS), a full queue drops the message, counted.
+        """
         if message.retain:
             self.retained.set(message)
             if not message.topic.startswith(SYS_PREFIX):  # the broker's own state: not saved
                 self.store.set_retained(message.topic,
                                         stored_message(message, now) if message.payload else None)
-        match = self.subscriptions.match(message.topic)
+        if self.hooks.publish_observers:
+            self.hooks.on_publish(client, message)
+        return self._fan_out(message, self.subscriptions.match(message.topic), 0, now, publisher)
+
+    def resume_publish(self, held: HeldPublish, now: float,
+                       publisher: Waiter | None) -> int | HeldPublish:
+        """Go on with a held fan-out where it stopped (`publisher` None: hold no more)."""
+        return self._fan_out(held.message, held.match, held.next_target, now, publisher)
+
+    def _fan_out(self, message: Message, match: Match, start: int, now: float,
+                 publisher: Waiter | None) -> int | HeldPublish:
+        targets = match.targets
         qos = message.qos
         retain = message.retain
         origin = message.origin
         plain = None  # one QoS 0 delivery with nothing of its own serves every session
-        for target in match.targets:
+        for index, target in enumerate(targets[start:] if start else targets, start):
             if target.no_local and target.session.client_id == origin:
                 target = target.without_no_local()  # type: ignore[assignment]
                 if target is None:
@@ -284,13 +321,55 @@ class Broker:
                 delivery = plain = Delivery(message, 0, False)
             else:
                 delivery = plain
-            if not target.session.enqueue(delivery):
-                self._dropped_for(target.session)
-        for group in match.groups:
-            self._give_to_group(group, message)
-        if self.hooks.publish_observers:
-            self.hooks.on_publish(client, message)
-        return len(match.targets) + len(match.groups)
+            session = target.session
+            if not session.enqueue(delivery):
+                if session.connection is not None and self._holds(session, publisher, granted, now):
+                    return HeldPublish(message, match, index, session)
+                self._dropped_for(session)
+        groups = match.groups
+        first_group = max(0, start - len(targets))
+        for index, group in enumerate(groups[first_group:] if first_group else groups,
+                                      len(targets) + first_group):
+            if not self._give_to_group(group, message):
+                if self._holds(group, publisher, message.qos, now):
+                    return HeldPublish(message, match, index, group)
+                self._group_dropped(group)
+        return len(targets) + len(groups)
+
+    def _holds(self, queue: Session | SharedGroup, publisher: Waiter | None, qos: int,
+               now: float) -> bool:
+        """A message does not fit in `queue`: should its publisher wait for room?"""
+        if publisher is None or (qos == 0 and not self.config.qos0_backpressure):
+            return False
+        if queue.progressing(now, self.config.stall_timeout):
+            queue.add_waiter(publisher)
+            return True
+        if isinstance(queue, Session):
+            self._stalled(queue, now)
+        return False
+
+    def check_stall(self, queue: Drainable, now: float) -> None:
+        """A publisher waited for `queue` until its stall deadline: is it stalled?"""
+        if queue.progressing(now, self.config.stall_timeout):
+            return
+        if isinstance(queue, Session) and queue.connection is not None:
+            self._stalled(queue, now)
+        queue.release_waiters(now)
+
+    def _stalled(self, session: Session, now: float) -> None:
+        """An online client took nothing for stall_timeout while its queue was full."""
+        if not session.stalled:
+            session.stalled = True
+            self.metrics.consumers_stalled += 1
+            action = self.config.stall_action
+            log.warning("client %r made no progress for %g s with a full queue: %s",
+                        session.client_id, self.config.stall_timeout,
+                        "disconnecting it" if action == "disconnect"
+                        else "dropping what does not fit in its queue")
+            if action == "disconnect" and session.connection is not None:
+                session.connection.close(now, "stalled: no progress with a full queue",
+                                         ReasonCode.QUOTA_EXCEEDED)
+        session.release_waiters(now)
 
     def _dropped_for(self, session: Session) -> None:
         """A delivery to `session` was dropped: its queue was full."""
@@ -301,16 +380,15 @@ class Broker:
 
     # ------------------------------------------------------------------ shared subscriptions
 
-    def _give_to_group(self, group: SharedGroup, message: Message, dup: bool = False) -> None:
-        """Hand a message to one member of a shared group, or to its backlog."""
+    def _give_to_group(self, group: SharedGroup, message: Message, dup: bool = False) -> bool:
+        """Hand a message to one member of a shared group, or to its backlog; False if
+        the backlog is full (the caller holds the publisher or drops it)."""
         member = group.pick(message.topic)
         if member is None:
             if len(group.backlog) >= self.config.max_queued_messages:
-                group.dropped += 1
-                self.metrics.publish_dropped += 1
-            else:
-                group.backlog.append((message, dup))
-            return
+                return False
+            group.backlog.append((message, dup))
+            return True
         ids = (member.identifier,) if member.identifier else ()
         delivery = Delivery(message, min(member.qos, message.qos), False, ids, group, dup)
         if member.session.enqueue(delivery):
@@ -318,6 +396,11 @@ class Broker:
         else:
             group.dropped += 1
             self._dropped_for(member.session)
+        return True
+
+    def _group_dropped(self, group: SharedGroup) -> None:
+        group.dropped += 1
+        self.metrics.publish_dropped += 1
 
     def _drain_backlog(self, group: SharedGroup, now: float) -> None:
         """Give waiting messages to members that can take them now."""
@@ -328,9 +411,11 @@ class Broker:
                 backlog.popleft()
                 continue
             if group.pick(message.topic) is None:
-                return
+                break
             backlog.popleft()
             self._give_to_group(group, message, dup)
+        if group.waiters and len(backlog) <= self.config.max_queued_messages // 2:
+            group.release_waiters(now)
 
     def member_ready(self, session: Session, now: float) -> None:
         """A member of shared groups acknowledged, connected or joined: it may take more."""
@@ -345,10 +430,11 @@ class Broker:
             for delivery in taken:
                 seen = delivery.state is not DeliveryState.QUEUED or delivery.dup
                 group.redelivered += 1
-                self._give_to_group(group, delivery.message, dup=seen)
+                if not self._give_to_group(group, delivery.message, dup=seen):
+                    self._group_dropped(group)
             if taken:
-                log.info("gave %d unfinished messages of %r to other members of %s",
-                         len(taken), session.client_id, group.share_name)
+                log.info("gave %d unfinished messages of %s to other members of %s",
+                         len(taken), clip(session.client_id), clip(group.share_name))
 
     def subscribe(self, connection: Connection, session: Session, request: SubscriptionRequest,
                   identifier: int | None, now: float) -> int:
@@ -368,7 +454,7 @@ class Broker:
         if not config.wildcard_subscriptions and has_wildcard(topic_filter):
             return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
         if not self.hooks.allowed(client, topic_filter, Access.SUBSCRIBE):
-            log.info("denied subscription to %r by %s", topic_filter, connection.name)
+            log.info("denied subscription to %s by %s", clip(topic_filter), connection.name)
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
@@ -415,7 +501,8 @@ class Broker:
                 session.shared_groups = tuple(g for g in session.shared_groups if g is not group)
                 # What was sent is still delivered to it [MQTT-3.10.4-3]; the rest goes on.
                 for delivery in session.take_queued(group):
-                    self._give_to_group(group, delivery.message, delivery.dup)
+                    if not self._give_to_group(group, delivery.message, delivery.dup):
+                        self._group_dropped(group)
                 break
         return True
 
@@ -429,7 +516,7 @@ class Broker:
                 if will is not None:
                     self._publish_will(session.client_id, will, now)
             if session.expires_at is not None and session.expires_at <= now:
-                log.info("session %r expired", session.client_id)
+                log.info("session %s expired", clip(session.client_id))
                 self.metrics.clients_expired += 1
                 self._end_session(session, now)
             elif session.will_at is None and session.expires_at is None:

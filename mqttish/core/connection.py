@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mqttish.core.backpressure import HeldPublish
 from mqttish.core.hooks import ClientInfo
 from mqttish.core.message import Message
 from mqttish.core.session import Delivery, DeliveryState, Session
 from mqttish.errors import MQTTError, RemoteProtocolError, protocol_error
+from mqttish.log_text import clip
 from mqttish.protocol.codec import NEED_DATA, PacketDecoder, encode
 from mqttish.protocol.packets import (
     MQTT_3_1_1,
@@ -62,6 +65,7 @@ log = logging.getLogger("mqttish.connection")
 
 PINGRESP = b"\xd0\x00"
 REPLY_BACKLOG = 1000  # replies (PUBACK, PINGRESP, ...) waiting to be sent, at most
+DEFER_LIMIT = 65536  # bytes of packets a held publisher may have waiting behind its PUBLISH
 PUBACK_HEAD = b"\x40\x02"  # a PUBACK is these two bytes and the packet id (3.1.1, or 5.0 success)
 
 
@@ -86,6 +90,15 @@ def _no_output() -> None:
 class Connection:
     """The protocol state of one network connection, from CONNECT to close."""
 
+    __slots__ = (
+        "_backlogged", "_deferred", "_deferred_bytes", "_held", "_out", "_unblocked", "broker",
+        "client", "client_topic_alias_maximum", "close_reason", "config", "counters", "decoder",
+        "graceful", "keepalive", "last_input", "max_send_packet_size", "metrics", "on_output",
+        "on_resume",
+        "opened_at", "outgoing_aliases", "peer", "send_quota", "session", "state",
+        "topic_aliases", "version", "wake_pending", "will",
+    )
+
     def __init__(
         self,
         broker: Broker,
@@ -93,12 +106,14 @@ class Connection:
         now: float,
         on_output: Callable[[], None] = _no_output,
         counters: ListenerCounters | None = None,
+        on_resume: Callable[[], None] = _no_output,
     ) -> None:
         self.broker = broker
         self.config = broker.config
         self.metrics = broker.metrics
         self.peer = peer
         self.opened_at = now
+        self.last_input = now  # when bytes last came from the client (keepalive)
         self.on_output = on_output
         self.counters = counters
         self.state = ConnectionState.AWAITING_CONNECT
@@ -120,6 +135,16 @@ class Connection:
         self.client_topic_alias_maximum = 0
         self.outgoing_aliases: dict[str, int] | None = None
         self._out: list[bytes] = []
+        # Input flow control: `on_resume` tells the transport to read (and to call
+        # receive_data) again after `wants_input` was false.
+        self.on_resume = on_resume
+        self._backlogged = False  # too many replies unread: input stopped until they go
+        # Backpressure: the PUBLISH whose fan-out waits for a full queue, and the packets
+        # read behind it, which wait their turn (acknowledgements do not: see _skim).
+        self._held: tuple[HeldPublish, Publish] | None = None
+        self._unblocked = False  # the queue it waits for released it: resume on next input
+        self._deferred: deque[Packet] | None = None
+        self._deferred_bytes = 0
 
     def __repr__(self) -> str:
         who = self.client.client_id if self.client else "?"
@@ -130,15 +155,24 @@ class Connection:
         """How log lines name this connection."""
         if self.client is None:
             return self.peer
-        return f"{self.client.client_id!r} ({self.peer})"
+        return f"{clip(self.client.client_id)} ({self.peer})"
 
     @property
-    def backlogged(self) -> bool:
-        """Too many replies wait for the client to read them: stop reading its requests.
+    def wants_input(self) -> bool:
+        """Should the transport read more of the client's bytes now?
 
-        This bounds the memory a client that publishes but never reads can cost.
+        Not while too many replies wait for the client to read them (a client that
+        publishes but never reads costs bounded memory), nor while a held PUBLISH has
+        DEFER_LIMIT bytes of packets waiting behind it (backpressure reaches the
+        client through TCP). `on_resume` is called when this turns true again.
         """
-        return len(self._out) >= REPLY_BACKLOG and self.state is not ConnectionState.CLOSED
+        return not self._backlogged and (
+            self._held is None or self._deferred_bytes < DEFER_LIMIT)
+
+    @property
+    def held(self) -> bool:
+        """A PUBLISH of this client waits for room in a subscriber's queue."""
+        return self._held is not None and not self._unblocked
 
     @property
     def closed(self) -> bool:
@@ -150,8 +184,11 @@ class Connection:
             return math.inf  # the transport bounds the time a closing connection lingers
         if self.state is ConnectionState.AWAITING_CONNECT:
             return self.opened_at + self.config.connect_timeout
+        if self.held:  # we are the ones not reading: no keepalive, a stall check
+            assert self._held is not None
+            return self._held[0].blocker.stall_deadline(self.config.stall_timeout)
         if self.keepalive:
-            return now + self.keepalive * 1.5  # [MQTT-3.1.2-24]
+            return self.last_input + self.keepalive * 1.5  # [MQTT-3.1.2-24]
         return math.inf
 
     # ------------------------------------------------------------------ transport side
@@ -159,11 +196,15 @@ class Connection:
     def receive_data(self, data: bytes | bytearray, now: float) -> None:
         """Process bytes read from the network (none: go on with what is buffered).
 
-        Stops early, keeping the rest buffered, while `backlogged`.
+        Packets are handled in order until the input runs out, the connection
+        closes, too many replies are unread, or a PUBLISH is held by a full queue;
+        what is left stays buffered until `on_resume`.
         """
         if self.state is ConnectionState.CLOSED:
             return
-        self.metrics.bytes_received += len(data)
+        if data:
+            self.last_input = now
+            self.metrics.bytes_received += len(data)
         decoder = self.decoder
         decoder.feed(data)
         handlers = self._handlers
@@ -172,14 +213,22 @@ class Connection:
         closed = ConnectionState.CLOSED
         count = 0
         try:
-            while (packet := next_packet()) is not NEED_DATA:
-                count += 1
-                if type(packet) is Publish:
-                    handle_publish(packet, now)
-                else:
-                    handlers[type(packet)](self, packet, now)
-                if self.state is closed or len(self._out) >= REPLY_BACKLOG:
-                    break
+            if self._unblocked or self._deferred:
+                self._go_on(now)
+            if self._held is None and not self._backlogged:
+                while (packet := next_packet()) is not NEED_DATA:
+                    count += 1
+                    if type(packet) is Publish:
+                        handle_publish(packet, now)
+                    else:
+                        handlers[type(packet)](self, packet, now)
+                    if self.state is closed or self._held is not None:
+                        break
+                    if len(self._out) >= REPLY_BACKLOG:
+                        self._backlogged = True
+                        break
+            if self._held is not None and self.state is not closed:
+                self._skim(now)
         except MQTTError as exc:
             self._fail(exc, now)
         except Exception:
@@ -198,6 +247,9 @@ class Connection:
         data = b"".join(out) if len(out) > 1 else out[0]
         out.clear()
         self.metrics.bytes_sent += len(data)
+        if self._backlogged:
+            self._backlogged = False
+            self.on_resume()
         return data
 
     def notify(self) -> None:
@@ -207,9 +259,19 @@ class Connection:
             self.on_output()
 
     def read_deadline_expired(self, now: float) -> None:
-        """The transport's `read_deadline` passed without the bytes it waited for."""
+        """The transport's `read_deadline` passed without the bytes it waited for.
+
+        For a held publisher, that is the stall deadline of the queue it waits for:
+        the broker checks it, and the transport asks for the next deadline. A
+        deadline that has moved since the transport read it is no deadline.
+        """
+        if self.read_deadline(now) > now:
+            return
         if self.state is ConnectionState.AWAITING_CONNECT:
             self.close(now, "no CONNECT within the connect timeout")
+        elif self.held:
+            assert self._held is not None
+            self.broker.check_stall(self._held[0].blocker, now)
         else:
             self.close(
                 now,
@@ -223,6 +285,8 @@ class Connection:
         abnormal, and the transport is told to flush and close."""
         if self.state is ConnectionState.CLOSED:
             return
+        if self._held is not None:
+            self._release_held(now)
         if self.state is ConnectionState.CONNECTED:
             if code is not None and self.version == MQTT_5:
                 self._out.append(encode(Disconnect(code), MQTT_5))
@@ -237,6 +301,62 @@ class Connection:
     def connection_lost(self, now: float, reason: str = "connection closed by peer") -> None:
         """The transport is done with this connection (a no-op if it was closed already)."""
         self.close(now, reason)
+
+    # ------------------------------------------------------------------ backpressure
+
+    def unblocked(self, now: float) -> None:
+        """The queue our held PUBLISH waits for has room (or stalled): go on at the next
+        `receive_data`, which the transport makes when `on_resume` reaches it."""
+        if self._held is not None and self.state is not ConnectionState.CLOSED:
+            self._unblocked = True
+            self.on_resume()
+
+    def _go_on(self, now: float) -> None:
+        """Resume a released PUBLISH, then the packets deferred behind it, in order."""
+        if self._unblocked:
+            self._unblocked = False
+            held = self._held
+            if held is not None:
+                self._held = None
+                self._route(held[1], self.broker.resume_publish(held[0], now, self), now)
+        deferred = self._deferred
+        while deferred and self._held is None and self.state is not ConnectionState.CLOSED:
+            packet = deferred.popleft()
+            self._deferred_bytes -= _deferred_size(packet)
+            self._handlers[type(packet)](self, packet, now)
+        if self._held is None and self._deferred_bytes < DEFER_LIMIT:
+            self.on_resume()  # there may be room to read again
+
+    def _skim(self, now: float) -> None:
+        """While a PUBLISH is held, read on: acknowledgements and pings are handled at
+        once (so no queue waits on this client while it waits on another), everything
+        else waits behind the PUBLISH in order, up to DEFER_LIMIT bytes."""
+        deferred = self._deferred
+        for packet in self.decoder:
+            self.metrics.messages_received += 1
+            kind = type(packet)
+            if kind in _SKIMMED:
+                self._handlers[kind](self, packet, now)
+                continue
+            if deferred is None:
+                deferred = self._deferred = deque()
+            deferred.append(packet)
+            self._deferred_bytes += _deferred_size(packet)
+            if self._deferred_bytes >= DEFER_LIMIT:
+                return
+
+    def _release_held(self, now: float) -> None:
+        """The connection ends while a PUBLISH is held: finish its fan-out without
+        waiting (full queues drop it, counted), and forget what was read behind it.
+        It was not acknowledged, so the client sends it again (QoS 2: only to be
+        acknowledged, since its id is held)."""
+        assert self._held is not None
+        held, _ = self._held
+        self._held = None
+        held.blocker.remove_waiter(self)
+        self.broker.resume_publish(held, now, None)
+        self._deferred = None
+        self._deferred_bytes = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -324,6 +444,10 @@ class Connection:
         metrics.publish_sent += sent
         metrics.messages_sent += sent
         metrics.publish_bytes_sent += payload_bytes
+        if sent:
+            session.progressed(now)
+        if session.waiters and session.drained:
+            session.release_waiters(now)
 
     def _publish_packet(self, delivery: Delivery, now: float, dup: bool = False) -> bytes | None:
         """A PUBLISH encoded for this delivery alone: with DUP, or MQTT 5 properties
@@ -370,8 +494,8 @@ class Connection:
     def _drop_oversize(self, message: Message) -> None:
         """[MQTT-3.1.2-25] a message too large for the client is discarded for it."""
         self.dropped()
-        log.info("dropping message on %r for %s: larger than its maximum packet size",
-                 message.topic, self.name)
+        log.info("dropping message on %s for %s: larger than its maximum packet size",
+                 clip(message.topic), self.name)
 
     def dropped(self) -> None:
         """Count a delivery lost for this client (the caller has counted it for its session)."""
@@ -450,7 +574,7 @@ class Connection:
                 props = _forwarded(props)
         broker = self.broker
         if (broker.hooks.acl_hooks or topic[0] == "$") and not broker.may_publish(client, topic):
-            log.info("denied publish to %r by %s", topic, self.name)
+            log.info("denied publish to %s by %s", clip(topic), self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
         if qos == 2:
@@ -470,20 +594,30 @@ class Connection:
                           client.client_id)
         if packet.raw is not None:
             message.arrived_as(packet.raw)
-        matched = broker.publish(message, now, client)
+        if qos == 2:  # before routing: a copy sent again is never routed twice
+            session.await_release(packet_id)
+        self._route(packet, broker.publish(message, now, client, self), now)
+
+    def _route(self, packet: Publish, routed: int | HeldPublish, now: float) -> None:
+        """Acknowledge a PUBLISH whose fan-out is done, or hold it."""
+        if type(routed) is not int:
+            self._held = (routed, packet)  # type: ignore[assignment]
+            return
+        qos = packet.qos
         if qos == 1:
-            if matched or self.version != MQTT_5:
+            packet_id = packet.packet_id or 0
+            if routed or self.version != MQTT_5:
                 self._out.append(PUBACK_HEAD + packet_id.to_bytes(2, "big"))
-                metrics.messages_sent += 1
+                self.metrics.messages_sent += 1
                 self.notify()
             else:
                 self._send(PubAck(packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS))
         elif qos == 2:
-            session.await_release(packet_id)
-            self._send(PubRec(packet_id))
+            self._send(PubRec(packet.packet_id or 0))
 
     def _window_opened(self, session: Session, now: float) -> None:
         """An acknowledgement freed a place in the client's receive window."""
+        session.progressed(now)
         if session.shared_groups:
             self.broker.member_ready(session, now)
         if session.queue:
@@ -619,6 +753,17 @@ class Connection:
         UnsubAck: _handle_unexpected,
         PingResp: _handle_unexpected,
     }
+
+
+# What a held publisher still handles at once: nothing else depends on their order.
+_SKIMMED = frozenset({PubAck, PubRec, PubRel, PubComp, PingReq})
+
+
+def _deferred_size(packet: Packet) -> int:
+    """What a deferred packet counts against DEFER_LIMIT: about its size on the wire."""
+    if type(packet) is Publish:
+        return len(packet.payload) + len(packet.topic) + 16
+    return 16
 
 
 def _is_utf8(payload: bytes) -> bool:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class Metrics:
     __slots__ = (
         "bytes_received", "bytes_sent", "clients_connected", "clients_expired",
-        "clients_maximum", "clients_total_connections", "connection_errors", "messages_received",
+        "clients_maximum", "clients_total_connections", "connection_errors", "consumers_stalled",
+        "messages_received",
         "messages_sent",
         "publish_bytes_received", "publish_bytes_sent", "publish_dropped", "publish_received",
         "publish_sent", "sockets_opened",
@@ -45,6 +46,9 @@ class Metrics:
         # Connections closed by an unexpected error of ours (a bug), at any layer: each one is
         # logged with its traceback and ends that connection only.
         self.connection_errors = 0
+        # Times an online client was found stalled (no progress for stall_timeout with a
+        # full queue): from then on its overflow is dropped, or it is disconnected.
+        self.consumers_stalled = 0
 
     def client_connected(self) -> None:
         self.clients_connected += 1
@@ -59,7 +63,8 @@ class SharedGroupStats:
 
     name: str
     topic_filter: str
-    members: int
+    members: int  # connected members: those that can be given a message now
+    sessions: int  # member sessions, connected or not (a killed worker's persistent one)
     delivered: int  # messages given to a member
     redelivered: int  # messages taken back from a departed member and given to another
     dropped: int  # messages lost to a full backlog or a member's full queue
@@ -79,6 +84,7 @@ class BrokerStats:
     connections_total: int  # CONNECTs accepted since start
     sockets_total: int  # network connections accepted since start
     connection_errors: int  # connections ended by an unexpected error of ours
+    consumers_stalled: int  # clients found stalled with a full queue
     messages_received: int  # control packets of every type
     messages_sent: int
     publish_received: int
@@ -113,8 +119,11 @@ def broker_stats(broker: Broker, now: float, started_at: float) -> BrokerStats:
             held_bytes += sum(len(d.message.payload) for d in queue)
             held_bytes += sum(len(d.message.payload) for d in inflight.values())
     groups = tuple(
-        SharedGroupStats(group.name, group.topic_filter, len(group.members), group.delivered,
-                         group.redelivered, group.dropped, len(group.backlog))
+        SharedGroupStats(
+            group.name, group.topic_filter,
+            sum(1 for member in group.members.values() if member.session.connection is not None),
+            len(group.members), group.delivered, group.redelivered, group.dropped,
+            len(group.backlog))
         for group in broker.subscriptions.groups()
     )
     return BrokerStats(
@@ -127,6 +136,7 @@ def broker_stats(broker: Broker, now: float, started_at: float) -> BrokerStats:
         connections_total=metrics.clients_total_connections,
         sockets_total=metrics.sockets_opened,
         connection_errors=metrics.connection_errors,
+        consumers_stalled=metrics.consumers_stalled,
         messages_received=metrics.messages_received,
         messages_sent=metrics.messages_sent,
         publish_received=metrics.publish_received,

@@ -12,6 +12,7 @@ from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, cast
 
+from mqttish.core.backpressure import Drainable
 from mqttish.core.message import Message
 from mqttish.protocol.packets import Will
 
@@ -83,15 +84,15 @@ class SessionLimits(Protocol):
     def queue_qos0_messages(self) -> bool: ...
 
 
-class Session:
+class Session(Drainable):
     __slots__ = (
-        "_next_packet_id", "client_id", "connection", "dropped", "expires_at", "expiry_interval",
-        "incoming_qos2", "inflight", "limits", "queue", "queued_bytes", "shared_groups",
-        "subscriptions",
-        "username", "will", "will_at",
+        "_next_packet_id", "client_id", "connection", "expires_at", "expiry_interval",
+        "incoming_qos2", "inflight", "last_progress", "limits", "queue", "queued_bytes",
+        "shared_groups", "stalled", "subscriptions", "username", "will", "will_at",
     )
 
     def __init__(self, client_id: str, limits: SessionLimits) -> None:
+        super().__init__()
         self.client_id = client_id
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
@@ -107,8 +108,9 @@ class Session:
         self.will: Will | None = None
         self.will_at: float | None = None
         self.username: str | None = None
-        self.dropped = 0
         self._next_packet_id = 1
+        self.last_progress = 0.0  # when its client last took or acknowledged a delivery
+        self.stalled = False  # it made no progress for stall_timeout while publishers waited
 
     def __repr__(self) -> str:
         state = "online" if self.connection is not None else "offline"
@@ -118,20 +120,38 @@ class Session:
     def persistent(self) -> bool:
         return self.expiry_interval > 0
 
+    def progressed(self, now: float) -> None:
+        """Its client took deliveries or acknowledged one."""
+        self.last_progress = now
+        self.stalled = False
+
+    def progressing(self, now: float, stall_timeout: float) -> bool:
+        return (self.connection is not None and not self.stalled
+                and now - self.last_progress < stall_timeout)
+
+    def stall_deadline(self, stall_timeout: float) -> float:
+        return self.last_progress + stall_timeout
+
+    @property
+    def drained(self) -> bool:
+        """Down to half its bounds: publishers waiting for it may go on."""
+        limits = self.limits
+        return len(self.queue) <= limits.max_queued_messages // 2 and (
+            not limits.max_queued_bytes or self.queued_bytes <= limits.max_queued_bytes // 2)
+
     def enqueue(self, delivery: Delivery) -> bool:
-        """Queue a delivery; False if the session's bounds made us drop it."""
+        """Queue a delivery; False if it is not queued: the queue is full, or the
+        session is offline and does not keep QoS 0 messages."""
         connection = self.connection
         limits = self.limits
         if connection is None and delivery.qos == 0 and not limits.queue_qos0_messages:
             return False
         queue = self.queue
         if len(queue) >= limits.max_queued_messages:
-            self.dropped += 1
             return False
         if limits.max_queued_bytes:
             size = delivery.message.size
             if self.queued_bytes + size > limits.max_queued_bytes:
-                self.dropped += 1
                 return False
             self.queued_bytes += size
         if queue is NO_QUEUE:

@@ -22,6 +22,7 @@ from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from mqttish.core.backpressure import Drainable
 from mqttish.core.message import Message
 
 if TYPE_CHECKING:
@@ -46,13 +47,14 @@ def available(session: Session) -> bool:
     return connection is not None and outstanding(session) < connection.send_quota
 
 
-class SharedGroup:
+class SharedGroup(Drainable):
     """The members of one shared subscription, and the messages waiting for one."""
 
     __slots__ = ("_random", "_turn", "backlog", "delivered", "dropped", "members", "name",
                  "redelivered", "strategy", "topic_filter")
 
     def __init__(self, name: str, topic_filter: str, strategy: Strategy) -> None:
+        super().__init__()
         self.name = name
         self.topic_filter = topic_filter
         self.strategy = strategy
@@ -66,6 +68,13 @@ class SharedGroup:
 
     def __repr__(self) -> str:
         return f"SharedGroup({self.name!r}, {self.topic_filter!r}, members={len(self.members)})"
+
+    def progressing(self, now: float, stall_timeout: float) -> bool:
+        return any(m.session.progressing(now, stall_timeout) for m in self.members.values())
+
+    def stall_deadline(self, stall_timeout: float) -> float:
+        return max((m.session.stall_deadline(stall_timeout) for m in self.members.values()),
+                   default=0.0)
 
     @property
     def share_name(self) -> str:

@@ -87,6 +87,7 @@ class SysTree:
             "clients/maximum": str(stats.clients_maximum),
             "clients/total": str(stats.clients_total),
             "clients/expired": str(stats.clients_expired),
+            "clients/stalled": str(stats.consumers_stalled),
             "messages/received": str(stats.messages_received),
             "messages/sent": str(stats.messages_sent),
             "messages/stored": str(stats.store_messages),  # Mosquitto's older name
@@ -108,10 +109,12 @@ class SysTree:
         groups = stats.shared_groups
         values["shared/count"] = str(len(groups))
         values["shared/members"] = str(sum(group.members for group in groups))
+        values["shared/sessions"] = str(sum(group.sessions for group in groups))
         by_name: dict[str, dict[str, dict[str, int]]] = {}
         for group in groups:
             by_name.setdefault(group.name, {})[group.topic_filter] = {
-                "members": group.members, "delivered": group.delivered,
+                "members": group.members, "sessions": group.sessions,
+                "delivered": group.delivered,
                 "redelivered": group.redelivered, "dropped": group.dropped,
                 "backlog": group.backlog,
             }

@@ -1,14 +1,17 @@
 """The live dashboard's files: our own page (package data) and browser libraries from npm.
 
 The page's HTML, JavaScript and CSS ship inside the package (`static/`). MQTT.js
-and Chart.js are not copied into the repository: they are served straight from
-the `node_modules` folder that `npm ci` fills (`make run` and `make test` do),
-through the fixed allow-list below, so no other file of node_modules is ever
-reachable. Where node_modules is looked for, in order:
+and Chart.js are not copied into the repository: they come from the
+`node_modules` folder that `npm ci` fills, and are served through the fixed
+allow-list below, so no other file is ever reachable. A wheel (`pip install .`,
+`pipx install .`) carries the allow-listed files in `vendor/`, laid out as in
+node_modules (setup.py copies them at build time); a checkout with an editable
+install (`make run`) serves its node_modules. Where they are looked for, in order:
 
 1. the `MQTTISH_NODE_MODULES` environment variable;
-2. the checkout this package runs from (`<repo>/node_modules`, as with `make run`);
-3. `node_modules` in the current directory.
+2. the installed package's own copy (`mqttish/dashboard/vendor`);
+3. the checkout this package runs from (`<repo>/node_modules`, as with `make run`);
+4. `node_modules` in the current directory.
 
 Without the libraries, `/` answers 503 with a page saying how to install them.
 """
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
+VENDOR = Path(__file__).parent / "vendor"  # in an installed wheel only
 
 JS = "text/javascript; charset=utf-8"
 
@@ -50,6 +54,7 @@ def find_node_modules() -> Path | None:
     configured = os.environ.get("MQTTISH_NODE_MODULES")
     if configured:
         candidates.append(Path(configured))
+    candidates.append(VENDOR)
     candidates.append(Path(__file__).resolve().parents[2] / "node_modules")
     candidates.append(Path.cwd() / "node_modules")
     for folder in candidates:
@@ -66,7 +71,8 @@ MISSING_PAGE = """<!doctype html>
 find them (<code>node_modules/mqtt/dist/mqtt.min.js</code> and
 <code>node_modules/chart.js/dist/chart.umd.min.js</code>).</p>
 <p>In the mqttish repository, run <code>npm ci</code> (or <code>make run</code>, which does
-it), or point the <code>MQTTISH_NODE_MODULES</code> environment variable at a
+it), or install mqttish from a wheel (<code>pip install .</code> builds one that carries
+them), or point the <code>MQTTISH_NODE_MODULES</code> environment variable at a
 <code>node_modules</code> folder that has the <code>mqtt</code> and <code>chart.js</code>
 packages, then restart the broker.</p>
 <p>MQTT over WebSocket, <code>/metrics</code> and <code>/healthz</code> work without them.</p>

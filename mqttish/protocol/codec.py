@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Final
 
 from mqttish.errors import LocalProtocolError, RemoteProtocolError, malformed, protocol_error
+from mqttish.log_text import clip
 from mqttish.protocol import properties as P
 from mqttish.protocol.bounded_cache import BoundedCache
 from mqttish.protocol.packets import (
@@ -278,7 +279,7 @@ def _decode_connect(data: bytes, pos: int, end: int, flags: int, version: int) -
         raise malformed("[MQTT-3.1.2] CONNECT truncated before protocol level")
     level = data[pos]
     if name not in ("MQTT", "MQIsdp"):
-        raise protocol_error(f"[MQTT-3.1.2-1] unknown protocol name {name!r}")
+        raise protocol_error(f"[MQTT-3.1.2-1] unknown protocol name {clip(name)}")
     if (name, level) not in (("MQTT", MQTT_3_1_1), ("MQTT", MQTT_5), ("MQIsdp", MQTT_3_1)):
         raise RemoteProtocolError(
             f"[MQTT-3.1.2-2] unsupported protocol {name!r} level {level}",

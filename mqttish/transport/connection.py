@@ -31,14 +31,18 @@ _LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class _Writer:
-    """Sends a connection's output from a task that runs only while there is some.
+    """Sends a connection's output, and resumes its input, from a task that runs only
+    while there is such work.
 
     The task is started in `spawner`, the server's nursery of connection tasks,
     so an idle connection owns no task, nursery or cancel scope for writing.
+    Resumed input (the queue a held PUBLISH waited for has room) is processed
+    here too, because the reader may be waiting for bytes the client will not
+    send before it gets its PUBACK.
     """
 
-    __slots__ = ("connection", "finished", "reading", "running", "scope", "spawner", "stream",
-                 "taken")
+    __slots__ = ("connection", "finished", "input_wanted", "reading", "resume", "running",
+                 "scope", "spawner", "stream")
 
     def __init__(self, stream: trio.abc.Stream, connection: Connection,
                  spawner: trio.Nursery) -> None:
@@ -46,10 +50,11 @@ class _Writer:
         self.connection = connection
         self.spawner: trio.Nursery | None = spawner  # None once the connection is over
         self.running = False
+        self.resume = False  # the connection asked to go on with its buffered input
         self.scope: trio.CancelScope | None = None  # while running
         self.reading: trio.CancelScope | None = None  # the reader's, while it reads
         self.finished: trio.Event | None = None  # made when someone waits for the task
-        self.taken: trio.Event | None = None  # made when the reader waits for a drain
+        self.input_wanted: trio.Event | None = None  # made while the reader waits for it
 
     def on_output(self) -> None:
         """The connection has something new to send (or has just closed)."""
@@ -58,7 +63,17 @@ class _Writer:
         if self.connection.closed and self.reading is not None:
             grace = trio.current_time() + CLOSE_GRACE
             self.reading.deadline = min(self.reading.deadline, grace)
-        if not self.running:
+        self._run()
+
+    def on_resume(self) -> None:
+        """The connection wants input again, or has buffered input to go on with."""
+        if self.spawner is None:
+            return
+        self.resume = True
+        self._run()
+
+    def _run(self) -> None:
+        if not self.running and self.spawner is not None:
             self.running = True
             self.spawner.start_soon(self._send)
 
@@ -68,12 +83,16 @@ class _Writer:
         try:
             with trio.CancelScope() as self.scope:
                 while True:
+                    if self.resume:
+                        self.resume = False
+                        connection.receive_data(b"", trio.current_time())
+                        if self.input_wanted is not None and connection.wants_input:
+                            self.input_wanted.set()
                     data = connection.data_to_send(trio.current_time())
-                    if self.taken is not None:
-                        self.taken.set()
-                        self.taken = None
                     if data:
                         await stream.send_all(data)
+                        continue
+                    if self.resume:
                         continue
                     if connection.closed:
                         await self._finish()
@@ -87,10 +106,9 @@ class _Writer:
         finally:
             self.scope = None
             self.running = False
-            for event in (self.finished, self.taken):  # nobody waits for a writer that is gone
+            for event in (self.finished, self.input_wanted):  # nobody waits for a gone writer
                 if event is not None:
                     event.set()
-            self.taken = None
 
     async def _finish(self) -> None:
         """The last bytes are sent: half-close, and let the reader linger for the
@@ -100,10 +118,14 @@ class _Writer:
         if self.connection.broker.shutting_down and self.reading is not None:
             self.reading.cancel()
 
-    async def wait_until_taken(self) -> None:
-        """Wait until the writer has taken the connection's pending output."""
-        self.taken = trio.Event()
-        await self.taken.wait()
+    async def wait_until_input_wanted(self) -> None:
+        """Wait until the connection wants input again (see `Connection.wants_input`)."""
+        self.input_wanted = trio.Event()
+        try:
+            if not self.connection.wants_input:
+                await self.input_wanted.wait()
+        finally:
+            self.input_wanted = None
 
     async def wait_until_sent(self, deadline: float) -> None:
         """Let a running writer finish its last bytes, until `deadline`."""
@@ -120,38 +142,44 @@ class _Writer:
 
 async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
                            counters: ListenerCounters | None = None) -> None:
-    """Run one client connection to its end; never raises for the client's faults.
+    """Run one client connection to its end; never raises.
 
     This task reads: until the client closes, or the deadline of `reading`
-    passes (the keepalive, or the close grace). `spawner` is a nursery that
-    outlives the connection (the server's), where its writer runs while there
-    is output; `counters` are its listener's. One function, not a reader
-    helper: each coroutine frame is memory every idle client holds.
+    passes (the keepalive, or the close grace; for a held publisher, the stall
+    check of the queue it waits for, after which it reads on). `spawner` is a
+    nursery that outlives the connection (the server's), where its writer runs
+    while there is output; `counters` are its listener's. One function, not a
+    reader helper: each coroutine frame is memory every idle client holds.
     """
     connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters)
     writer = _Writer(stream, connection, spawner)
     connection.on_output = writer.on_output
+    connection.on_resume = writer.on_resume
     try:
-        with trio.CancelScope() as reading:
-            writer.reading = reading
-            while True:
-                if not connection.closed:
-                    reading.deadline = connection.read_deadline(trio.current_time())
-                try:
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                except _LOST as exc:
-                    _lost(connection, exc)
-                    break
-                if not data:
-                    connection.close(trio.current_time(), "connection closed by peer")
-                    break
-                connection.receive_data(data, trio.current_time())
-                while connection.backlogged:  # it sends faster than it reads our replies
-                    await writer.wait_until_taken()
-                    connection.receive_data(b"", trio.current_time())
-        writer.reading = None
-        if reading.cancelled_caught and not connection.closed:
-            connection.read_deadline_expired(trio.current_time())
+        ended = False
+        while not ended:
+            ended = True
+            with trio.CancelScope() as reading:
+                writer.reading = reading
+                while True:
+                    if not connection.closed:
+                        reading.deadline = connection.read_deadline(trio.current_time())
+                    if not connection.wants_input:
+                        await writer.wait_until_input_wanted()
+                        continue
+                    try:
+                        data = await stream.receive_some(RECEIVE_SIZE)
+                    except _LOST as exc:
+                        _lost(connection, exc)
+                        break
+                    if not data:
+                        connection.close(trio.current_time(), "connection closed by peer")
+                        break
+                    connection.receive_data(data, trio.current_time())
+            writer.reading = None
+            if reading.cancelled_caught and not connection.closed:
+                connection.read_deadline_expired(trio.current_time())
+                ended = connection.closed
         await writer.wait_until_sent(trio.current_time() + CLOSE_GRACE)
     except Exception:  # a fault domain: an error of ours ends this connection, nothing else
         connection.internal_error(trio.current_time())

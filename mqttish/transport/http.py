@@ -26,6 +26,7 @@ import trio
 from mqttish import __version__
 from mqttish.config import ListenerConfig
 from mqttish.dashboard import MISSING_PAGE, DashboardAssets
+from mqttish.log_text import clip
 from mqttish.transport.listeners import ListenerStats, peer_name
 from mqttish.transport.websocket import (
     HandshakeRefused,
@@ -129,7 +130,7 @@ async def serve_http(stream: trio.abc.Stream, listener: ListenerConfig, site: Si
                 return
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
-                log.info("closing %s: bad HTTP request (%d): %s", peer, status, exc)
+                log.info("closing %s: bad HTTP request (%d): %s", peer, status, clip(str(exc), 120))
                 await _send_error(stream, connection, text(status, f"bad request: {exc}"))
                 return
             if request is None:

@@ -58,6 +58,9 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("mqttish_connection_errors",
      "Connections ended by an unexpected error in the broker (each logged with a traceback)",
      "connection_errors"),
+    ("mqttish_consumers_stalled",
+     "Clients found stalled: no progress for stall_timeout with a full queue",
+     "consumers_stalled"),
 )
 GAUGES: tuple[tuple[str, str, str], ...] = (
     ("mqttish_uptime_seconds", "Seconds since the broker started", "uptime"),
@@ -126,8 +129,11 @@ def _shared_metrics(stats: BrokerStats) -> Iterable[Metric]:
     yield GaugeMetricFamily("mqttish_shared_groups", "Shared subscription groups",
                             value=len(groups))
     labels = ["group", "filter"]
-    members = GaugeMetricFamily("mqttish_shared_group_members", "Members of a shared group",
-                                labels=labels)
+    members = GaugeMetricFamily("mqttish_shared_group_members",
+                                "Connected members of a shared group", labels=labels)
+    sessions = GaugeMetricFamily("mqttish_shared_group_sessions",
+                                 "Member sessions of a shared group, connected or not",
+                                 labels=labels)
     backlog = GaugeMetricFamily("mqttish_shared_group_backlog",
                                 "Messages waiting for an available member", labels=labels)
     delivered = CounterMetricFamily("mqttish_shared_group_delivered",
@@ -140,11 +146,12 @@ def _shared_metrics(stats: BrokerStats) -> Iterable[Metric]:
     for group in groups:
         values = [group.name, group.topic_filter]
         members.add_metric(values, group.members)
+        sessions.add_metric(values, group.sessions)
         backlog.add_metric(values, group.backlog)
         delivered.add_metric(values, group.delivered)
         redelivered.add_metric(values, group.redelivered)
         dropped.add_metric(values, group.dropped)
-    yield from (members, backlog, delivered, redelivered, dropped)
+    yield from (members, sessions, backlog, delivered, redelivered, dropped)
 
 
 class MetricsExporter:

@@ -44,6 +44,7 @@ from wsproto.utilities import LocalProtocolError as WebSocketLocalProtocolError
 from wsproto.utilities import generate_accept_token, split_comma_header
 
 from mqttish.config import ListenerConfig
+from mqttish.log_text import clip
 
 log = logging.getLogger("mqttish.websocket")
 
@@ -132,7 +133,7 @@ def negotiate(request: h11.Request, listener: ListenerConfig) -> Upgrade:
 
     path = request.target.decode("ascii", "replace").split("?", 1)[0]
     if listener.path is not None and path != listener.path:
-        raise HandshakeRefused(404, f"no MQTT WebSocket endpoint at {path}; "
+        raise HandshakeRefused(404, f"no MQTT WebSocket endpoint at {clip(path)}; "
                                f"this listener serves {listener.path}")
     if request.method != b"GET":
         raise HandshakeRefused(405, "a WebSocket upgrade must be a GET request",
@@ -151,15 +152,15 @@ def negotiate(request: h11.Request, listener: ListenerConfig) -> Upgrade:
     if not valid_key or key is None:
         raise HandshakeRefused(400, "missing or invalid Sec-WebSocket-Key")
     origin = one(b"origin")
-    if not origin_allowed(origin, one(b"host"), listener.allowed_origins):
-        raise HandshakeRefused(403, f"origin {origin} is not allowed on this listener")
+    if origin is not None and not origin_allowed(origin, one(b"host"), listener.allowed_origins):
+        raise HandshakeRefused(403, f"origin {clip(origin)} is not allowed on this listener")
     offered = [p for v in headers.get(b"sec-websocket-protocol", [])
                for p in split_comma_header(v)]
     subprotocol = None
     if offered:
         subprotocol = next((p for p in offered if p in SUBPROTOCOLS), None)
         if subprotocol is None:
-            raise HandshakeRefused(400, f"unsupported subprotocol {', '.join(offered)}: "
+            raise HandshakeRefused(400, f"unsupported subprotocol {clip(', '.join(offered))}: "
                                    f"MQTT over WebSocket uses {' or '.join(SUBPROTOCOLS)}")
     response = [
         (b"Upgrade", b"websocket"),

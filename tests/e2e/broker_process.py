@@ -1,4 +1,4 @@
-"""Run `python -m mqttish` as a subprocess and wait for its log lines (never sleep)."""
+"""Run `python -m mqttish` (or a simulator, or any program) and wait for its log lines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,11 +19,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class BrokerProcess:
-    def __init__(self, *args: str) -> None:
+class Program:
+    """A program, its stdout and stderr read line by line (never sleep: wait for a line)."""
+
+    def __init__(self, command: Sequence[str], cwd: Path = ROOT,
+                 env: Mapping[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mqttish", *args], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
@@ -50,3 +54,21 @@ class BrokerProcess:
 
     def text(self) -> str:
         return "".join(self.output)
+
+    def kill(self) -> None:
+        """End it at once if it still runs (a test that failed half way)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class PythonProgram(Program):
+    """`python -m <module> <args>` in the repository."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        super().__init__([sys.executable, "-m", module, *args])
+
+
+class BrokerProcess(PythonProgram):
+    def __init__(self, *args: str) -> None:
+        super().__init__("mqttish", *args)

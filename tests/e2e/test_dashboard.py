@@ -9,7 +9,6 @@ it is skipped with the reason. The screenshot lands in test-artifacts/.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BrokerThread
+from tests.conftest import BrokerThread, missing
 from tests.wire.paho_client import PahoClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +26,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-s
                  "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 LIVE_WITHIN_MS = 1000
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (required in CI)")
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -91,6 +84,16 @@ def test_dashboard_shows_values_published_over_tcp(ws_broker: BrokerThread, page
             }""", arg=topic, timeout=remaining_ms())
         row = page.wait_for_selector(f'#series tr[data-topic="{topic}"]', timeout=remaining_ms())
         assert row.query_selector(".last").inner_text() == "21.5 C"
+        # A fresh page's first point fills the chart: the time axis starts near it
+        # (10 s at least) rather than 5 minutes back, the window chosen by default.
+        assert page.input_value("#chart-window") == "300"
+        page.wait_for_function(
+            """(topic) => {
+                const chart = window.mqttishDashboard.chart;
+                const x = chart.options.scales.x;
+                const first = chart.data.datasets.find((d) => d.label === topic).data[0].x;
+                return x.max - x.min <= 15000 && x.min <= first && first <= x.max;
+            }""", arg=topic, timeout=2000)
 
         # Plain numbers chart too; topics outside the filter do not.
         device.publish("lab/hall/temperature", b"19.25", qos=1)

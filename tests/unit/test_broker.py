@@ -195,20 +195,42 @@ def test_clean_session_discards_state(broker: Broker) -> None:
     assert broker.subscriptions.count == 0
 
 
-def test_full_queue_drops_and_counts() -> None:
-    broker = Broker(Config(max_queued_messages=3, max_inflight_messages=1))
+def test_a_full_queue_holds_its_publisher_until_it_drains() -> None:
+    broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
     sub = Peer(broker)
     sub.connect("sub")
     sub.subscribe("t", 1)
     pub = Peer(broker)
     pub.connect("pub")
-    for i in range(10):
-        pub.send(Publish("t", str(i).encode(), 1, packet_id=i + 1))
-    assert broker.metrics.publish_dropped == 7
+    replies = pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    assert replies == [PubAck(1), PubAck(2), PubAck(3), PubAck(4)]  # the 5th waits for room
+    assert pub.connection.held and broker.metrics.publish_dropped == 0
     received = sub.publishes()
     assert [p.payload for p in received] == [b"0"]  # one in flight, the rest wait their turn
-    after_ack = sub.send(PubAck(received[0].packet_id))  # type: ignore[arg-type]
-    assert [p.payload for p in after_ack if isinstance(p, Publish)] == [b"1"]
+    for expected in (b"1", b"2"):
+        after_ack = sub.send(PubAck(received[0].packet_id))  # type: ignore[arg-type]
+        received = [p for p in after_ack if isinstance(p, Publish)]
+        assert [p.payload for p in received] == [expected]
+    assert not pub.connection.held  # drained to half: the publisher goes on
+    assert pub.send() == [PubAck(5), PubAck(6), PubAck(7)]
+    assert pub.connection.held and broker.metrics.publish_dropped == 0
+
+
+def test_a_stalled_subscriber_stops_holding_publishers_and_its_overflow_is_dropped() -> None:
+    broker = Broker(Config(max_queued_messages=3, max_inflight_messages=1, stall_timeout=5))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(5)))
+    assert pub.connection.held
+    assert pub.connection.read_deadline(now=1.0) == 5.0  # the stall check of the queue
+    pub.connection.read_deadline_expired(now=5.0)
+    assert broker.metrics.consumers_stalled == 1
+    assert pub.send(now=5.0) == [PubAck(4), PubAck(5)]  # no longer held: dropped for sub
+    assert broker.metrics.publish_dropped == 2
+    assert [p.payload for p in sub.publishes(now=5.0)] == [b"0"]
 
 
 def test_keepalive_expiry_closes_with_will(broker: Broker) -> None:
@@ -216,8 +238,10 @@ def test_keepalive_expiry_closes_with_will(broker: Broker) -> None:
     watcher.connect("watcher")
     watcher.subscribe("w", 0)
     silent = Peer(broker)
-    silent.connect("silent", keepalive=10, will=Will("w", b"timeout"))
-    assert silent.connection.read_deadline(now=100) == 115
+    silent.connect("silent", now=100, keepalive=10, will=Will("w", b"timeout"))
+    assert silent.connection.read_deadline(now=101) == 115  # 1.5 x keepalive after its input
+    silent.connection.read_deadline_expired(now=114)  # not yet: nothing happens
+    assert not silent.connection.closed
     silent.connection.read_deadline_expired(now=115)
     silent.drop()
     assert [p.payload for p in watcher.publishes()] == [b"timeout"]

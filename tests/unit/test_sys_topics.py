@@ -13,10 +13,12 @@ from mqttish.core.broker import Broker
 from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats, SharedGroupStats, broker_stats
 from mqttish.core.sys_topics import SysTree
+from tests.unit.peer import Peer
 
 ZERO = BrokerStats(
     uptime=0.0, clients_connected=0, clients_disconnected=0, clients_maximum=0,
     clients_total=0, clients_expired=0, connections_total=0, sockets_total=0, connection_errors=0,
+    consumers_stalled=0,
     messages_received=0, messages_sent=0, publish_received=0, publish_sent=0,
     publish_dropped=0, publish_bytes_received=0, publish_bytes_sent=0, bytes_received=0,
     bytes_sent=0, retained_count=0, retained_bytes=0, subscriptions=0, store_messages=0,
@@ -72,13 +74,15 @@ def test_time_standing_still_changes_no_average() -> None:
 
 def test_shared_groups_appear_and_are_cleared() -> None:
     tree = SysTree("1")
-    group = SharedGroupStats("pool", "jobs/+", members=2, delivered=5, redelivered=1,
-                             dropped=0, backlog=3)
+    group = SharedGroupStats("pool", "jobs/+", members=2, sessions=3, delivered=5,
+                             redelivered=1, dropped=0, backlog=3)
     values = as_dict(tree.update(dataclasses.replace(ZERO, shared_groups=(group,)), 0.0))
     assert values["shared/count"] == "1"
     assert values["shared/members"] == "2"
+    assert values["shared/sessions"] == "3"
     assert json.loads(values["shared/group/pool"]) == {
-        "jobs/+": {"members": 2, "delivered": 5, "redelivered": 1, "dropped": 0, "backlog": 3}}
+        "jobs/+": {"members": 2, "sessions": 3, "delivered": 5, "redelivered": 1, "dropped": 0,
+                   "backlog": 3}}
     cleared = as_dict(tree.update(ZERO, 1.0))
     assert cleared["shared/group/pool"] == ""  # clears the retained message
     assert cleared["shared/count"] == "0"
@@ -95,3 +99,14 @@ def test_broker_stats_counts_what_the_broker_holds() -> None:
     assert stats.store_bytes == 7
     assert stats.clients_total == 0
     assert stats.shared_groups == ()
+
+
+def test_a_killed_members_session_is_no_connected_member() -> None:
+    broker = Broker(Config())
+    workers = [Peer(broker) for _ in range(3)]
+    for index, worker in enumerate(workers):
+        worker.connect(f"w{index}", clean_start=False)  # persistent: outlives the connection
+        worker.subscribe("$share/pool/jobs/+", 1)
+    workers[0].drop()
+    [group] = broker_stats(broker, now=1.0, started_at=0.0).shared_groups
+    assert (group.members, group.sessions) == (2, 3)

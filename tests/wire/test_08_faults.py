@@ -97,7 +97,7 @@ def test_oversize_packet_closes_only_that_client(start_broker) -> None:  # type:
 
 
 def test_slow_subscriber_does_not_slow_publishers(start_broker) -> None:  # type: ignore[no-untyped-def]
-    broker = start_broker(max_queued_messages=100)
+    broker = start_broker(max_queued_messages=100, stall_timeout=0.5)
     stalled = RawClient(broker.port)
     stalled.connect("stalled")
     stalled.send(Subscribe(1, (SubscriptionRequest("flood", 0),)))
@@ -107,7 +107,8 @@ def test_slow_subscriber_does_not_slow_publishers(start_broker) -> None:  # type
     publisher = PahoClient(broker.port, "publisher")
     payload = b"x" * 10_000
     # 20 MB in batches the healthy reader keeps up with: far more than the stalled
-    # client's socket buffers and queue hold, so the broker must drop for it alone.
+    # client's socket buffers and queue hold. The publisher waits for it at most
+    # stall_timeout; then the broker drops for it alone.
     for batch in range(40):
         for _ in range(50):
             publisher.publish("flood", payload, qos=0, wait=False)
@@ -116,6 +117,7 @@ def test_slow_subscriber_does_not_slow_publishers(start_broker) -> None:  # type
         assert received[-1].payload == str(batch).encode()
     dropped = broker.call(lambda: broker.broker.metrics.publish_dropped)
     assert dropped > 0
+    assert broker.broker.metrics.consumers_stalled == 1
 
 
 def test_client_that_never_reads_its_acks_is_held_back(broker: BrokerThread) -> None:

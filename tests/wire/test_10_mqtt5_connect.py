@@ -1,12 +1,19 @@
 """MQTT 5.0 connection behaviour: limits in CONNACK, assigned ids, session expiry,
 server-initiated DISCONNECT reason codes, enhanced authentication, redirects."""
 
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
 from mqttish.protocol.packets import MQTT_5, ConnAck, Disconnect, Publish
 from mqttish.protocol.properties import Properties
 from mqttish.protocol.reason_codes import ReasonCode
-from tests.conftest import BrokerThread
+from tests.conftest import BrokerThread, missing
+from tests.e2e.broker_process import free_port
 from tests.wire.mqtt5 import props, v5
 from tests.wire.raw_client import RawClient
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
 
 
 def test_connack_announces_the_broker_limits(start_broker) -> None:  # type: ignore[no-untyped-def]
@@ -15,9 +22,34 @@ def test_connack_announces_the_broker_limits(start_broker) -> None:  # type: ign
     p = client.connack_properties
     assert p is not None
     assert (p.ReceiveMaximum, p.MaximumPacketSize, p.TopicAliasMaximum) == (7, 5000, 4)
-    assert (p.RetainAvailable, p.WildcardSubscriptionAvailable,
-            p.SubscriptionIdentifierAvailable, p.SharedSubscriptionAvailable) == (1, 1, 1, 1)
-    assert not hasattr(p, "MaximumQoS")  # absent means QoS 2 is supported
+    # Absent means what the spec says by default: QoS 2, and every feature available.
+    for default in ("MaximumQoS", "RetainAvailable", "WildcardSubscriptionAvailable",
+                    "SubscriptionIdentifierAvailable", "SharedSubscriptionAvailable"):
+        assert not hasattr(p, default), default
+
+
+def test_connack_is_mosquittos_given_the_same_limits(
+        start_broker: Callable[..., BrokerThread], tmp_path: Path) -> None:
+    """Both send only what differs from the spec's defaults (20 in flight, 10 aliases)."""
+    if not MOSQUITTO.exists():
+        missing(f"{MOSQUITTO} not found: apt-get install mosquitto")
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n")
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None  # unbuffered, unlike its stdout into a pipe
+        while " running" not in (line := process.stderr.readline()):
+            assert line, "mosquitto ended before it was running"
+        theirs = RawClient(port, MQTT_5).connect("same-client")
+    finally:
+        process.terminate()
+        process.wait(10)
+    broker = start_broker(max_packet_size=268_435_460)  # Mosquitto's default: no limit
+    ours = RawClient(broker.port, MQTT_5).connect("same-client")
+    assert ours == theirs
+    assert theirs.properties == Properties(receive_maximum=20, topic_alias_maximum=10)
 
 
 def test_connack_announces_reduced_capabilities(start_broker) -> None:  # type: ignore[no-untyped-def]

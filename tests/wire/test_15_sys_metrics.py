@@ -141,6 +141,35 @@ def test_sys_reports_shared_groups(broker: BrokerThread) -> None:
         watcher.close()
 
 
+def test_a_killed_worker_is_a_session_not_a_member(start_broker: Callable[..., BrokerThread]
+                                                   ) -> None:
+    broker = start_broker(listeners=websocket_listeners())
+    tcp_port, ws_port = broker.ports
+    watcher = SysWatcher(tcp_port)
+    alive = PahoClient(tcp_port, "alive", protocol=V5)
+    killed = RawClient(tcp_port)
+    try:
+        alive.subscribe("$share/pool/jobs/+", qos=1)
+        killed.connect("killed", clean_start=False)  # a persistent session: it stays
+        killed.send(Subscribe(1, (SubscriptionRequest("$share/pool/jobs/+", 1),)))
+        killed.receive()
+        killed.close()  # kill -9: no DISCONNECT
+        broker.disconnects.wait("killed")
+        broker.advance(10)
+        group = json.loads(watcher.wait(
+            "shared/group/pool", lambda v: json.loads(v)["jobs/+"]["sessions"] == 2))
+        assert group["jobs/+"]["members"] == 1
+        assert watcher.wait("shared/members", lambda v: v == "1")
+        assert watcher.wait("shared/sessions", lambda v: v == "2")
+        samples = scrape(ws_port)
+    finally:
+        alive.disconnect()
+        watcher.close()
+    labels = (("filter", "jobs/+"), ("group", "pool"))
+    assert samples[("mqttish_shared_group_members", labels)] == 1
+    assert samples[("mqttish_shared_group_sessions", labels)] == 2
+
+
 def test_sys_interval_zero_publishes_nothing(start_broker: Callable[..., BrokerThread]) -> None:
     broker = start_broker(sys_interval=0.0)
     client = PahoClient(broker.port, "nosys")
@@ -155,7 +184,7 @@ def test_sys_interval_zero_publishes_nothing(start_broker: Callable[..., BrokerT
 
 def test_metrics_counters_move(start_broker: Callable[..., BrokerThread]) -> None:
     broker = start_broker(listeners=websocket_listeners(), max_inflight_messages=1,
-                          max_queued_messages=1)
+                          max_queued_messages=1, stall_timeout=0.5)
     tcp_port, ws_port = broker.ports
     before = scrape(ws_port)
     assert before[("mqttish_build_info", (("version", "0.1.0"),))] == 1
@@ -169,7 +198,9 @@ def test_metrics_counters_move(start_broker: Callable[..., BrokerThread]) -> Non
         stalled.receive()
         # QoS 0, so that with a window of 1 the browser never waits for its own acks.
         browser.subscribe("flood", qos=0)
-        for _ in range(4):  # "stalled" never acknowledges: 1 in flight, 1 queued, 2 dropped
+        # "stalled" never acknowledges: 1 in flight, 1 queued, then after stall_timeout
+        # it stalls and holds the device back no more: 2 dropped.
+        for _ in range(4):
             device.publish("flood", b"reading", qos=1)
         browser.expect(4)
         after = scrape(ws_port)
@@ -182,6 +213,7 @@ def test_metrics_counters_move(start_broker: Callable[..., BrokerThread]) -> Non
     assert after[("mqttish_clients_connected", ())] == 3
     assert after[("mqttish_publish_messages_received_total", ())] == 4
     assert after[("mqttish_publish_messages_dropped_total", ())] == 2
+    assert after[("mqttish_consumers_stalled_total", ())] == 1
     received = ("mqttish_bytes_received_total", ())
     assert after[received] > before[received]
     assert after[("mqttish_listener_connections", ws)] == 1
@@ -211,6 +243,7 @@ def test_metrics_show_shared_groups(start_broker: Callable[..., BrokerThread]) -
     labels = (("filter", "jobs/#"), ("group", "pool"))
     assert samples[("mqttish_shared_groups", ())] == 1
     assert samples[("mqttish_shared_group_members", labels)] == 2
+    assert samples[("mqttish_shared_group_sessions", labels)] == 2
     assert samples[("mqttish_shared_group_delivered_total", labels)] == 6
     assert samples[("mqttish_shared_group_redelivered_total", labels)] == 0
     assert samples[("mqttish_shared_group_backlog", labels)] == 0

@@ -312,6 +312,29 @@ async def test_subscription_on_a_resumed_session_with_many_queued_messages(
     assert topics == [f"queued/{n}" for n in range(queued)]
 
 
+@pytest.mark.parametrize("keep", [False, True])
+async def test_a_kept_subscription_outlives_the_program(trio_broker: Server, keep: bool) -> None:
+    # A persistent device stopped gracefully (its block ends, then DISCONNECT) finds what
+    # was published meanwhile only if it kept its subscription; by default it unsubscribes.
+    expiry = Properties(session_expiry_interval=600)
+    async with connect(trio_broker, "device", version=MQTT_5, properties=expiry) as device:
+        await device.subscribe("marker", qos=1)  # stays: it ends what the next run receives
+        async with device.subscription("commands/#", qos=1, keep=keep):
+            pass
+    async with connect(trio_broker, "controller") as controller:
+        await controller.publish("commands/fan", b"on", qos=1)
+        await controller.publish("marker", b"", qos=1)
+    async with connect(trio_broker, "device", version=MQTT_5, clean_start=False,
+                       properties=expiry) as device:
+        assert device.session_present
+        inbox = device.messages()
+        topics = []
+        with trio.fail_after(TIMEOUT):
+            while not topics or topics[-1] != "marker":
+                topics.append((await inbox.receive()).topic)
+    assert topics == (["commands/fan", "marker"] if keep else ["marker"])
+
+
 async def test_leaving_a_block_acknowledges_what_it_never_took(trio_broker: Server) -> None:
     async with (
         connect(trio_broker, "sub") as sub,

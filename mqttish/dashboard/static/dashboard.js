@@ -9,6 +9,7 @@
 (() => {
   const FLUSH_MS = 150;
   const MAX_POINTS = 3000;        // per chart series
+  const MIN_SPAN_MS = 10000;      // the shortest time axis: a lone point is not squeezed
   const MAX_VALUE_CHARS = 120;    // shown in the tree
   const DEFAULT_CHART = ["sensors/+/+/temperature"];
   const STORAGE_KEY = "mqttish.dashboard.chart";
@@ -299,6 +300,17 @@
     return Number($("chart-window").value) * 1000;
   }
 
+  // The time axis starts at the first point, so that a fresh page's few seconds of
+  // data fill the chart instead of a sliver at its right edge; it widens as data
+  // comes until it spans the chosen window, then slides.
+  function visibleSpanMs(now) {
+    let first = now;
+    for (const entry of series.values()) {
+      if (entry.dataset.data.length) first = Math.min(first, entry.dataset.data[0].x);
+    }
+    return Math.min(windowMs(), Math.max(MIN_SPAN_MS, now - first));
+  }
+
   function createChart() {
     chart = new Chart($("chart"), {
       type: "line",
@@ -381,9 +393,10 @@
       if (drop) { data.splice(0, drop); chartDirty = true; }
     }
     if (!chartDirty) return;
-    chart.options.scales.x.min = oldest;
+    const span = visibleSpanMs(now);
+    chart.options.scales.x.min = now - span;
     chart.options.scales.x.max = now;
-    chart.options.scales.x.ticks.stepSize = windowMs() / 5;
+    chart.options.scales.x.ticks.stepSize = span / 5;
     chart.update("none");
     chartDirty = false;
   }

@@ -1,0 +1,84 @@
+"""Backpressure: a publisher waits while a subscriber that makes progress is full.
+
+Theory of operation. Every queue a PUBLISH can land in (a session's queue of
+deliveries, a shared group's backlog) is `Drainable`: publishers may wait for
+it. When the fan-out of a PUBLISH meets a full queue whose consumer is making
+progress, the broker stops there and returns a `HeldPublish` that knows how to
+finish the fan-out later; the publishing connection waits. While it waits it
+still reads acknowledgements (so nobody waits on it in turn) but defers
+everything else, and once its deferred input is bounded it stops reading: TCP
+then pushes back on the device, and an MQTT 5 client also feels its Receive
+Maximum, because its PUBACK is not sent yet. A queue releases its waiters when
+it has drained to half, and the held fan-out resumes where it stopped, so
+every subscriber receives each message exactly once and nothing acknowledged
+is dropped for a healthy consumer.
+
+A consumer that has made no progress (taken or acknowledged nothing) for
+`stall_timeout` seconds is stalled: it holds nobody back any more, and what
+does not fit in its queue is dropped and counted, or it is disconnected, as
+configured. So a stuck client can stop a fleet for at most that long.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, cast
+
+from mqttish.core.message import Message
+
+if TYPE_CHECKING:
+    from mqttish.core.subscriptions import Match
+
+
+class Waiter(Protocol):
+    """A publishing connection held until a queue drains."""
+
+    def unblocked(self, now: float) -> None:
+        """The queue it waited for has room again (or its consumer stalled)."""
+
+
+NO_WAITERS = cast("list[Waiter]", ())  # shared by every queue nobody waits on
+
+
+class Drainable:
+    """A queue that publishers may wait on: it tells them when it has drained."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: list[Waiter] = NO_WAITERS
+
+    def add_waiter(self, waiter: Waiter) -> None:
+        if self.waiters is NO_WAITERS:
+            self.waiters = []
+        self.waiters.append(waiter)
+
+    def remove_waiter(self, waiter: Waiter) -> None:
+        """A waiter gave up (its connection closed)."""
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+
+    def release_waiters(self, now: float) -> None:
+        waiters, self.waiters = self.waiters, NO_WAITERS
+        for waiter in waiters:
+            waiter.unblocked(now)
+
+    def progressing(self, now: float, stall_timeout: float) -> bool:
+        """Is its consumer taking messages (so that waiting for it will end)?"""
+        raise NotImplementedError
+
+    def stall_deadline(self, stall_timeout: float) -> float:
+        """When it counts as stalled if it makes no progress before."""
+        raise NotImplementedError
+
+
+class HeldPublish:
+    """A PUBLISH whose fan-out stopped at a full queue, and where to resume it."""
+
+    __slots__ = ("blocker", "match", "message", "next_target")
+
+    def __init__(self, message: Message, match: Match, next_target: int,
+                 blocker: Drainable) -> None:
+        self.message = message
+        self.match = match
+        self.next_target = next_target  # index in match.targets, then in match.groups
+        self.blocker = blocker
