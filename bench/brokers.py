@@ -190,9 +190,9 @@ class Mqttish(BrokerKind):
     name = "mqttish"
     label = "mqttish"
     dropped_topic = DROPPED_TOPIC
-    # The config key of the stall timeout (seconds), once mqttish has one; until then
-    # the setting is not written and the hold-back target is judged against the param.
-    stall_timeout_key: str | None = None
+    # The config key of the stall timeout (seconds); None for a revision without one
+    # (then the broker's own default applies, and the target is judged against the param).
+    stall_timeout_key: str | None = "stall_timeout"
     source: Path | None = None  # an exported revision; None: the working tree
     revision = ""
 

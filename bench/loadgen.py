@@ -464,10 +464,12 @@ class Publisher(Endpoint):
 class Run:
     """Warm-up, measured window, drain: drives a Loop and calls the scenario's hooks."""
 
-    def __init__(self, ctx: Context, loop: Loop, counter: Callable[[], int]) -> None:
+    def __init__(self, ctx: Context, loop: Loop, counter: Callable[[], int],
+                 warmup: float | None = None) -> None:
         self.ctx = ctx
         self.loop = loop
         self.counter = counter  # messages delivered so far
+        self.warmup = ctx.params.warmup if warmup is None else warmup
         self.meter = CpuMeter([ctx.broker_pid, os.getpid()], ctx.broker_cpu)
         self.measured = 0
         self.elapsed = 0.0
@@ -483,7 +485,7 @@ class Run:
         """`produce(now, now_ns)` sends what it may and returns when it next wants to run."""
         params = self.ctx.params
         start = time.monotonic()
-        measure_at = start + params.warmup
+        measure_at = start + self.warmup
         stop_at = measure_at + params.duration
         count_at_start = 0
         also_at_start: dict[str, int] = {}
@@ -1030,6 +1032,11 @@ def overload_qos1(ctx: Context, stalled: bool) -> Result:
     Each publisher keeps up to `inflight` PUBLISH unacknowledged, like a device
     with a receive maximum; nothing else slows it. Loss is what the broker
     acknowledged and the (healthy) subscriber never received.
+
+    With a stalled subscriber, the warm-up is longer by twice the stall timeout:
+    a broker may hold everyone back until it finds that subscriber stalled, and
+    that is measured as the longest PUBACK wait (over the whole run); the
+    delivered rate is the steady state after it.
     """
     params = ctx.params
     count = params.publishers
@@ -1061,7 +1068,8 @@ def overload_qos1(ctx: Context, stalled: bool) -> Result:
     def settled() -> bool:
         return all(book.count >= book.sent for book in books) and sub.total_unique() >= acked()
 
-    run = Run(ctx, loop, sub.total_unique)
+    warmup = params.warmup + (2 * params.stall_timeout if stalled else 0.0)
+    run = Run(ctx, loop, sub.total_unique, warmup)
     run.also["acked"] = acked
     run.run(produce, settled)
     dropped = read_dropped(ctx, loop, monitor)
