@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -236,10 +237,16 @@ class Mqttish(BrokerKind):
             lines.append(f"max_queued_messages: {settings.max_queued}")
         if settings.sys_interval is not None:
             lines.append(f"sys_interval: {settings.sys_interval:g}")
-        if settings.stall_timeout is not None and self.stall_timeout_key:
-            lines.append(f"{self.stall_timeout_key}: {settings.stall_timeout:g}")
+        key = self.stall_timeout_key
+        if settings.stall_timeout is not None and key and self._has_config_key(key):
+            lines.append(f"{key}: {settings.stall_timeout:g}")
         config.write_text("\n".join(lines) + "\n")
         return config
+
+    def _has_config_key(self, key: str) -> bool:
+        """Whether the mqttish being run knows `key` (an older --mqttish-rev may not)."""
+        source = (self.source or ROOT) / "mqttish" / "config.py"
+        return re.search(rf"^    {re.escape(key)}: ", source.read_text(), re.MULTILINE) is not None
 
     def version(self) -> str:
         version = importlib.metadata.version("mqttish")

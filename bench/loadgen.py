@@ -1070,6 +1070,9 @@ def overload_qos1(ctx: Context, stalled: bool) -> Result:
 
     warmup = params.warmup + (2 * params.stall_timeout if stalled else 0.0)
     run = Run(ctx, loop, sub.total_unique, warmup)
+    # The subscriber's PUBACKs go back at once: with the brokers' default window of 20
+    # unacknowledged deliveries, a 0.5 ms nap per wake-up would be the limit.
+    run.coalesce = False
     run.also["acked"] = acked
     run.run(produce, settled)
     dropped = read_dropped(ctx, loop, monitor)
