@@ -1,4 +1,5 @@
-"""Command line: `mqttish [serve] [-c FILE] [-p PORT] [-v]`, `mqttish pub`, `mqttish sub`."""
+"""Command line: `mqttish [serve] [-c FILE] [-p PORT] [-v]`, `mqttish pub`, `mqttish sub`,
+`mqttish passwd`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mqttish.transport.listeners import StartupError
 
 log = logging.getLogger("mqttish")
 
-SUBCOMMANDS = ("serve", "pub", "sub")
+SUBCOMMANDS = ("serve", "pub", "sub", "passwd")
 
 
 def setup_logging(level: str) -> None:
@@ -32,7 +33,8 @@ def setup_logging(level: str) -> None:
 def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqttish", description="An MQTT 3.1.1 and 5.0 broker.",
-        epilog="Subcommands: 'mqttish pub --help', 'mqttish sub --help'.",
+        epilog="Subcommands: 'mqttish pub --help', 'mqttish sub --help', "
+               "'mqttish passwd --help'. SIGHUP reloads password, ACL and certificate files.",
     )
     parser.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
     parser.add_argument("-p", "--port", type=int, help="port of the first listener")
@@ -68,11 +70,14 @@ def serve_main(argv: Sequence[str]) -> int:
 
 async def _serve_until_signalled(config: Config) -> None:
     server = Server(config)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
+                if signum == signal.SIGHUP:
+                    await server.reload()
+                    continue
                 server.request_shutdown()
                 break
 
@@ -84,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = args[1:]
     if command == "serve":
         return serve_main(args)
+    if command == "passwd":
+        from mqttish.auth import passwd_cli
+
+        return passwd_cli.main(args)
     from mqttish.client import cli as client_cli
 
     return client_cli.main(command, args)

@@ -7,16 +7,18 @@ naming the key path (`listeners[0].port: expected integer, got 'abc'`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
 
+from mqttish.core.settings import BrokerSettings
 from mqttish.typed_yaml import SchemaError, build
 
 LOOPBACK = "127.0.0.1"
+UNSET_PORT = -1
 
 
 class ConfigError(ValueError):
@@ -29,10 +31,12 @@ class ListenerConfig:
 
     A `websocket` listener speaks HTTP: it upgrades WebSocket requests to MQTT
     and answers plain requests (the dashboard, /metrics, /healthz). The keys
-    after `max_connections` apply to websocket listeners only.
+    from `path` to `metrics` apply to websocket listeners only (and
+    `handshake_timeout` to TLS listeners too). With `certfile` and `keyfile` a
+    listener speaks TLS: MQTT over TLS, or wss.
     """
 
-    port: int = 1883
+    port: int = UNSET_PORT  # 1883, or 8883 with TLS
     bind: str | None = None  # None: loopback only
     protocol: Literal["mqtt", "websocket"] = "mqtt"
     max_connections: int = 0  # 0: unlimited
@@ -42,14 +46,31 @@ class ListenerConfig:
     max_handshake_size: int = 16384  # bytes of HTTP request line and headers
     dashboard: bool = True  # serve the live dashboard at /
     metrics: bool = True  # serve Prometheus metrics at /metrics
+    # --- security (docs/security.md): TLS, and authentication set for this listener only
+    certfile: str | None = None  # PEM server certificate (chain): TLS on this listener
+    keyfile: str | None = None  # PEM private key of certfile
+    cafile: str | None = None  # PEM CA certificates that client certificates must chain to
+    tls_version: Literal["tlsv1.2", "tlsv1.3"] = "tlsv1.2"  # the oldest version accepted
+    ciphers: str | None = None  # OpenSSL cipher list for TLS 1.2; None: Python's defaults
+    require_certificate: bool = False  # mutual TLS: clients must present a certificate
+    use_identity_as_username: bool = False  # the certificate's CN is the user name
+    use_subject_as_username: bool = False  # the certificate's subject (RFC 2253) is
+    allow_anonymous: bool | None = None  # None: the global setting
+    password_file: str | None = None  # None: the global setting
+    acl_file: str | None = None  # None: the global setting
 
     def __post_init__(self) -> None:
         # Errors name the key; Config prefixes the listener's index.
+        if self.port == UNSET_PORT:
+            object.__setattr__(self, "port", 8883 if self.tls else 1883)
         if self.protocol != "websocket":
             default = ListenerConfig.__dataclass_fields__
             for key in _WEBSOCKET_KEYS:
+                if key == "handshake_timeout" and self.tls:
+                    continue
                 if getattr(self, key) != default[key].default:
                     raise ConfigError(f"{key}: only applies to 'protocol: websocket' listeners")
+        self._check_tls()
         if self.path is not None and (not self.path.startswith("/") or "?" in self.path
                                       or any(c.isspace() for c in self.path)):
             raise ConfigError(f"path: must be an absolute URL path like '/mqtt', "
@@ -64,6 +85,35 @@ class ListenerConfig:
             raise ConfigError("max_handshake_size: must be between 1024 and 1048576 bytes")
         if self.max_connections < 0:
             raise ConfigError("max_connections: must be 0 (unlimited) or more")
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+    @property
+    def certificate_username(self) -> bool:
+        """Clients are known by their certificate, not by a user name and password."""
+        return self.use_identity_as_username or self.use_subject_as_username
+
+    def _check_tls(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigError("certfile: TLS needs both 'certfile' and 'keyfile'")
+        tls_only = ("cafile", "ciphers", "require_certificate", "use_identity_as_username",
+                    "use_subject_as_username")
+        default = ListenerConfig.__dataclass_fields__
+        for key in tls_only:
+            if not self.tls and getattr(self, key) != default[key].default:
+                raise ConfigError(f"{key}: needs TLS ('certfile' and 'keyfile')")
+        if self.require_certificate and self.cafile is None:
+            raise ConfigError("require_certificate: needs 'cafile', the CA that signs the "
+                              "client certificates")
+        if self.certificate_username and not self.require_certificate:
+            key = ("use_identity_as_username" if self.use_identity_as_username
+                   else "use_subject_as_username")
+            raise ConfigError(f"{key}: needs 'require_certificate: true'")
+        if self.use_identity_as_username and self.use_subject_as_username:
+            raise ConfigError("use_subject_as_username: choose one of it and "
+                              "use_identity_as_username")
 
 
 _WEBSOCKET_KEYS = ("path", "allowed_origins", "handshake_timeout", "max_handshake_size",
@@ -90,55 +140,36 @@ def default_listeners() -> tuple[ListenerConfig, ...]:
 
 
 @dataclass(frozen=True)
-class RedirectConfig:
-    """Send MQTT 5 clients to another server (CONNACK 0x9C, or 0x9D when permanent)."""
+class Config(BrokerSettings):
+    """Everything a configuration file can say: the core's settings (BrokerSettings,
+    which the core is given alone) and what belongs to the server."""
 
-    server: str
-    permanent: bool = False
-
-
-@dataclass(frozen=True)
-class Config:
     listeners: tuple[ListenerConfig, ...] = default_listeners()
-    allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    connection_messages: bool = True  # log each client's connect and disconnect
-
-    connect_timeout: float = 10.0
-    max_keepalive: int = 65535
-    max_packet_size: int = 1_048_576
-    max_inflight_messages: int = 20
-    max_queued_messages: int = 1000
-    max_queued_bytes: int = 0  # 0: no byte limit, only the message count
-    queue_qos0_messages: bool = False
-    # Overload: a full queue whose client makes progress holds its publishers back; one
-    # that made no progress for stall_timeout seconds is stalled: its overflow is dropped
-    # (and counted), or it is disconnected.
-    stall_timeout: float = 5.0
-    stall_action: Literal["drop", "disconnect"] = "drop"
-    qos0_backpressure: bool = True  # false: QoS 0 overflow is dropped instead of waited for
-    retain_available: bool = True
-    max_qos: Literal[0, 1, 2] = 2
-    topic_alias_maximum: int = 10
-    wildcard_subscriptions: bool = True
-    subscription_identifiers: bool = True
-    shared_subscriptions: bool = True
-    shared_subscription_strategy: Literal[
-        "round_robin", "random", "least_loaded", "sticky"] = "round_robin"
-    redirect: RedirectConfig | None = None
-    persistent_client_expiration: float | None = None  # seconds; None: never
     sys_interval: float = 10.0
+    # --- security (docs/security.md); listeners may override allow_anonymous and the files
+    password_file: str | None = None  # Mosquitto's format: user:hash lines
+    acl_file: str | None = None  # Mosquitto's acl_file format
+    max_connection_rate: float = 0  # new connections per second from one address; 0: no limit
 
     def __post_init__(self) -> None:
         for index, listener in enumerate(self.listeners):
             if not 0 <= listener.port <= 65535:
                 raise ConfigError(f"listeners[{index}].port: must be between 0 and 65535")
             exposed = listener.bind not in (None, LOOPBACK, "localhost", "::1")
-            if exposed and not self.allow_anonymous:
+            if exposed and not self.authenticates(listener) and not self.anonymous_explicit(
+                    listener):
                 raise ConfigError(
                     f"listeners[{index}].bind: listening on {listener.bind} without "
                     "authentication requires 'allow_anonymous: true'"
                 )
+        for name in ("max_client_id_length", "max_topic_length", "max_topic_levels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1")
+        for name in ("max_subscriptions_per_client", "max_connection_rate", "max_message_rate",
+                     "max_byte_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be 0 (no limit) or more")
         for name in ("max_packet_size", "max_inflight_messages", "max_queued_messages"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
@@ -154,6 +185,43 @@ class Config:
             raise ConfigError("stall_timeout: must be more than 0 and at most 3600 seconds")
         if self.sys_interval < 0:
             raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
+
+    def broker_settings(self) -> BrokerSettings:
+        """The part of the configuration the broker's core obeys."""
+        return BrokerSettings(**{field.name: getattr(self, field.name)
+                                 for field in fields(BrokerSettings)})
+
+    # --- per-listener security settings: the listener's own, else the global ones
+
+    def password_file_for(self, listener: ListenerConfig) -> str | None:
+        return listener.password_file if listener.password_file is not None \
+            else self.password_file
+
+    def acl_file_for(self, listener: ListenerConfig) -> str | None:
+        return listener.acl_file if listener.acl_file is not None else self.acl_file
+
+    def authenticates(self, listener: ListenerConfig) -> bool:
+        """Clients of this listener prove who they are (a password, or a certificate)."""
+        return self.password_file_for(listener) is not None or listener.certificate_username
+
+    def anonymous_explicit(self, listener: ListenerConfig) -> bool:
+        """`allow_anonymous: true` was said, for this listener or for all."""
+        value = listener.allow_anonymous
+        return (self.allow_anonymous if value is None else value) is True
+
+    def anonymous_allowed(self, listener: ListenerConfig) -> bool:
+        """Clients without a user name may connect: as configured; unset, only where
+        nothing authenticates (the start-up check keeps such listeners on loopback)."""
+        value = listener.allow_anonymous
+        if value is None:
+            value = self.allow_anonymous
+        return not self.authenticates(listener) if value is None else value
+
+    def secured(self) -> bool:
+        """Some listener authenticates, authorises or refuses anonymous clients."""
+        return any(
+            self.authenticates(lc) or self.acl_file_for(lc) is not None
+            or not self.anonymous_allowed(lc) for lc in self.listeners)
 
     def bind_address(self, listener: ListenerConfig) -> str:
         """Where a listener binds: loopback unless its `bind` says otherwise.

@@ -6,35 +6,55 @@ bound, so tests and the CLI never sleep to wait for it. `request_shutdown()`
 stops accepting, asks every client to go (MQTT 5 clients get DISCONNECT
 0x8B), gives writers a grace period to flush, saves sessions and returns.
 
-An `mqtt` listener hands each socket to `serve_connection`; a `websocket`
+An `mqtt` listener hands each socket to `serve_stream`; a `websocket`
 listener hands it to `serve_http`, which upgrades it to a WebSocket stream for
-`serve_connection` or answers plain HTTP (dashboard, /metrics, /healthz).
+`serve_stream` or answers plain HTTP (dashboard, /metrics, /healthz).
 Every `sys_interval` seconds a task publishes the `$SYS/broker/...` tree
 (`core/sys_topics.py`) as retained messages.
+
+Security (docs/security.md): a TLS listener does the handshake in the
+connection's task before anything else; `max_connection_rate` refuses sockets
+from an address that connects too often; the `SecurityHook` (passwords, ACLs)
+is installed in the broker when the configuration asks for any of it.
+`reload()` (SIGHUP) reads the password files, ACL files and certificates again.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Sequence
 from functools import partial
 
 import trio
 
 from mqttish import __version__
+from mqttish.auth.gate import ConnectionSecurity, LoginGate
+from mqttish.auth.hook import SecurityFileError, SecurityHook
+from mqttish.auth.throttle import ConnectionRate, LoginThrottle, host_of
 from mqttish.config import LOOPBACK, Config, ListenerConfig
 from mqttish.core.broker import Broker
+from mqttish.core.hooks import Hook
+from mqttish.core.journal import Journal
 from mqttish.core.message import Message
-from mqttish.core.metrics import BrokerStats, broker_stats
+from mqttish.core.metrics import BrokerStats
+from mqttish.core.store import Store
 from mqttish.core.sys_topics import SysTree
-from mqttish.transport.connection import serve_connection
+from mqttish.log_text import clip
+from mqttish.persistence.group_commit import GroupCommit
+from mqttish.protocol.reason_codes import ReasonCode
+from mqttish.transport import multiplexer as multiplexing
 from mqttish.transport.http import Site, serve_http
 from mqttish.transport.listeners import (
     ListenerStats,
+    StartupError,
     accept_connections,
     open_listeners,
     peer_name,
 )
 from mqttish.transport.prometheus import MetricsExporter, Scrape
+from mqttish.transport.stream import serve_stream
+from mqttish.transport.tls import TlsError, TlsListener
 
 log = logging.getLogger("mqttish.server")
 
@@ -43,9 +63,16 @@ SHUTDOWN_GRACE = 5.0
 
 
 class Server:
-    def __init__(self, config: Config, broker: Broker | None = None) -> None:
+    """The running broker. `hooks` plug into its core; with a `store`, its state is
+    durable: restored at start, journalled as it changes, committed in groups."""
+
+    def __init__(self, config: Config, hooks: Sequence[Hook] = (),
+                 store: Store | None = None) -> None:
         self.config = config
-        self.broker = broker
+        self.hooks = hooks
+        self.store = store
+        self.broker: Broker | None = None  # made by run()
+        self.commits: GroupCommit | None = None  # with a store
         self.ports: list[int] = []  # bound ports, in listener order (useful with port 0)
         self.listener_stats: list[ListenerStats] = []  # in listener order
         self.started_at = 0.0  # on the trio clock
@@ -53,6 +80,13 @@ class Server:
         self._shutdown = trio.Event()
         self._mqtt_tasks = 0  # MQTT connections being served, over TCP or WebSocket
         self._all_closed = trio.Event()
+        # Security: made in run(), where start-up errors are reported.
+        self.security: SecurityHook | None = None
+        self._tls: list[TlsListener | None] = []  # by listener index
+        self._plain: list[ConnectionSecurity] = []  # by listener index, for clients without a
+        self._logins = LoginGate(LoginThrottle())  # certificate name
+        rate = config.max_connection_rate
+        self._connection_rate = ConnectionRate(rate) if rate else None
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
@@ -61,9 +95,8 @@ class Server:
                   ) -> None:
         config = self.config
         self.started_at = trio.current_time()
-        if self.broker is None:
-            self.broker = Broker(config, now=self.started_at)
-        broker = self.broker
+        broker = self.broker = await self._make_broker()
+        self._set_up_security(broker)
         bound = [(lc, await open_listeners(config, lc)) for lc in config.listeners]
         self.ports = [listeners[0].socket.getsockname()[1] for _, listeners in bound]
         self.listener_stats = [
@@ -72,16 +105,27 @@ class Server:
         ]
         if any(lc.protocol == "websocket" for lc in config.listeners):
             self._site = Site(MetricsExporter(self.scrape).render)
+        multiplexer = None
+        if multiplexing.AVAILABLE and any(map(self._multiplexed, config.listeners)):
+            multiplexer = multiplexing.Multiplexer(broker)
         async with trio.open_nursery() as nursery:
+            if self.commits is not None:
+                nursery.start_soon(self.commits.run)
+            if multiplexer is not None:
+                await nursery.start(multiplexer.run)
             with trio.CancelScope() as accepting:
                 async with trio.open_nursery() as services:
-                    for (listener_config, listeners), stats in zip(
-                            bound, self.listener_stats, strict=True):
-                        serve = partial(self._serve, broker, listener_config, stats, nursery)
+                    for index, ((listener_config, listeners), stats) in enumerate(zip(
+                            bound, self.listener_stats, strict=True)):
+                        limit = listener_config.max_connections
+                        serve = partial(self._serve, broker, index, stats, nursery)
                         for listener in listeners:
-                            services.start_soon(accept_connections, listener,
-                                                listener_config.max_connections, stats, serve,
-                                                nursery)
+                            if multiplexer is not None and self._multiplexed(listener_config):
+                                sock = socket.socket(fileno=listener.socket.detach())
+                                multiplexer.add_listener(sock, limit, stats)
+                                continue
+                            services.start_soon(accept_connections, listener, limit, stats,
+                                                serve, nursery)
                         self._log_listener(listener_config, stats.port)
                     services.start_soon(self._housekeeping, broker)
                     services.start_soon(self._publish_sys, broker)
@@ -89,14 +133,101 @@ class Server:
                     await self._shutdown.wait()
                     accepting.cancel()
             log.info("shutting down")
+            if multiplexer is not None:
+                multiplexer.stop_accepting()
             broker.shutdown(trio.current_time())
             with trio.move_on_after(SHUTDOWN_GRACE):
                 if self._mqtt_tasks:
                     await self._all_closed.wait()
+                if multiplexer is not None:
+                    await multiplexer.wait_closed()
             nursery.cancel_scope.cancel()
+        if self.commits is not None and self.store is not None:
+            await self.commits.flush()  # what was acknowledged before the end
+            self.store.close()
         log.info("stopped")
 
-    async def _serve(self, broker: Broker, listener: ListenerConfig, stats: ListenerStats,
+    async def _make_broker(self) -> Broker:
+        """The broker, with what the store kept (if any) and a journal for what changes."""
+        settings = self.config.broker_settings()
+        if self.store is None:
+            return Broker(settings, self.hooks)
+        state = await trio.to_thread.run_sync(self.store.load)
+        journal = Journal()
+        broker = Broker(settings, self.hooks, journal)
+        broker.restore(state, trio.current_time())
+        self.commits = GroupCommit(journal, self.store)
+        return broker
+
+    def _set_up_security(self, broker: Broker) -> None:
+        """TLS contexts and the security hook; StartupError names what is wrong."""
+        config = self.config
+        self._tls = [
+            TlsListener(lc, f"{config.bind_address(lc)}:{lc.port}") if lc.tls else None
+            for lc in config.listeners]
+        self._plain = [ConnectionSecurity(index, None, self._logins)
+                       for index in range(len(config.listeners))]
+        if config.secured():
+            try:
+                self.security = SecurityHook(config)
+            except SecurityFileError as exc:
+                raise StartupError(str(exc)) from None
+            broker.hooks.install(self.security)
+
+    async def reload(self) -> bool:
+        """Read password files, ACL files and certificates again (SIGHUP).
+
+        All or nothing for the password and ACL files: if one fails, the old rules
+        stay and the error is logged with its line. Clients of users no longer in a
+        password file are disconnected; a changed ACL applies from the next message.
+        Returns whether everything was reloaded.
+        """
+        ok = True
+        for tls in self._tls:
+            if tls is not None:
+                try:
+                    tls.reload()
+                except TlsError as exc:
+                    log.error("reload: listener %s keeps its old certificate: %s", tls.name, exc)
+                    ok = False
+        security = self.security
+        if security is not None:
+            try:
+                rules = await trio.to_thread.run_sync(security.read_rules)
+            except SecurityFileError as exc:
+                log.error("reload: keeping the old password and ACL rules: %s", exc)
+                return False
+            self._disconnect_removed(security.apply(rules))
+            if self.broker is not None:
+                self.broker.hooks.rules_changed()
+        log.info("reloaded certificates, password and ACL files")
+        return ok
+
+    def _disconnect_removed(self, removed: dict[int, set[str]]) -> None:
+        if not removed or self.broker is None:
+            return
+        now = trio.current_time()
+        for session in list(self.broker.sessions.values()):
+            connection = session.connection
+            client = session.client
+            if connection is None or client is None:
+                continue
+            if client.username in removed.get(client.listener, ()):
+                log.info("disconnecting %s: user %s was removed from the password file",
+                         clip(client.client_id), clip(client.username or ""))
+                connection.close(now, "user removed from the password file",
+                                 ReasonCode.NOT_AUTHORIZED)
+
+    def _multiplexed(self, listener: ListenerConfig) -> bool:
+        """Plain TCP listeners are served by the multiplexer (transport/multiplexer.py).
+
+        Not yet where security needs a task per connection (TLS, credentials checked
+        in a worker thread, a connection rate limit): those are served by
+        serve_stream."""
+        return (listener.protocol == "mqtt" and not listener.tls and self.security is None
+                and self._connection_rate is None)
+
+    async def _serve(self, broker: Broker, index: int, stats: ListenerStats,
                      spawner: trio.Nursery, stream: trio.abc.Stream) -> None:
         """One accepted socket, to its end: an MQTT client, or HTTP that may become one.
 
@@ -104,14 +235,36 @@ class Server:
         coroutine frames as possible.
         """
         broker.metrics.sockets_opened += 1
+        listener = self.config.listeners[index]
         mqtt = listener.protocol == "mqtt"
         self._mqtt_tasks += mqtt
         try:
+            rate = self._connection_rate
+            if rate is not None and not rate.admit(host_of(peer_name(stream)),
+                                                   trio.current_time()):
+                stats.refused += 1
+                log.info("refusing %s: more than max_connection_rate (%g/s)",
+                         peer_name(stream), rate.rate)
+                return
+            security = self._plain[index]
+            tls = self._tls[index]
+            if tls is not None:
+                secured = await tls.handshake(stream)
+                if secured is None:
+                    return
+                stream = secured
+                identity = tls.username(secured)
+                if identity is not None:
+                    security = ConnectionSecurity(index, identity, self._logins)
+                elif listener.certificate_username:
+                    log.info("closing %s on %s: its certificate gives no user name",
+                             peer_name(stream), tls.name)
+                    return
             if mqtt:
-                await serve_connection(stream, broker, spawner, stats)
+                await serve_stream(stream, broker, spawner, stats, security)
             else:
                 assert self._site is not None
-                upgraded = partial(self._serve_websocket, broker, spawner, stats)
+                upgraded = partial(self._serve_websocket, broker, spawner, stats, security)
                 await serve_http(stream, listener, self._site, upgraded, stats)
         except Exception:  # the fault domain of one socket: it never reaches the nursery
             log.exception("internal error while serving %s: closing it", peer_name(stream))
@@ -123,10 +276,11 @@ class Server:
                 self._mqtt_task_done()
 
     async def _serve_websocket(self, broker: Broker, spawner: trio.Nursery,
-                               stats: ListenerStats, stream: trio.abc.Stream) -> None:
+                               stats: ListenerStats, security: ConnectionSecurity,
+                               stream: trio.abc.Stream) -> None:
         self._mqtt_tasks += 1
         try:
-            await serve_connection(stream, broker, spawner, stats)
+            await serve_stream(stream, broker, spawner, stats, security)
         finally:
             self._mqtt_task_done()
 
@@ -157,7 +311,7 @@ class Server:
 
     def stats(self, now: float) -> BrokerStats:
         assert self.broker is not None
-        return broker_stats(self.broker, now, self.started_at)
+        return self.broker.stats(now, self.started_at)
 
     def scrape(self) -> Scrape:
         """What /metrics reports, read now (on the broker's trio thread)."""

@@ -21,7 +21,7 @@ import trio.testing
 from mqttish.config import Config, ListenerConfig
 from mqttish.core.broker import Broker
 from mqttish.core.hooks import ClientInfo, Hook
-from mqttish.persistence.store import Store
+from mqttish.core.store import Store
 from mqttish.server import Server
 
 TEST_CONFIG = Config(listeners=(ListenerConfig(port=0),), connect_timeout=5.0)
@@ -120,8 +120,7 @@ class BrokerThread:
 
     async def _serve(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
-        broker = Broker(self.config, self.store, [self.disconnects], now=trio.current_time())
-        self.server = Server(self.config, broker)
+        self.server = Server(self.config, [self.disconnects], self.store)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.server.run)
             self._ready.set()

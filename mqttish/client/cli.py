@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,15 +25,14 @@ from typing import Any, NoReturn
 
 import trio
 
-from mqttish.client.client import Client
+from mqttish.client.client import Client, ClientOptions
 from mqttish.client.errors import ClientError, reason_name
 from mqttish.client.protocol import Message
 from mqttish.errors import MQTTError, RemoteProtocolError
 from mqttish.protocol import properties as P
-from mqttish.protocol.codec import validate_subscription_filter
 from mqttish.protocol.packets import MQTT_3_1_1, MQTT_5, Will
 from mqttish.protocol.properties import NO_PROPERTIES, SPEC_BY_NAME, Properties, PropType
-from mqttish.protocol.topics import validate_topic_name
+from mqttish.protocol.topics import validate_subscription_filter, validate_topic_name
 
 log = logging.getLogger("mqttish.client.cli")
 
@@ -87,6 +87,7 @@ class Settings:
     timeout: float | None = None
     skip_retained: bool = False
     end_of_line: bool = True
+    tls: ssl.SSLContext | None = None
 
     def props(self, kind: str) -> Properties:
         return self.properties.get(kind, NO_PROPERTIES)
@@ -96,6 +97,7 @@ class Settings:
             self.host, self.port, client_id=self.client_id, version=self.version,
             clean_start=self.clean_start, keepalive=self.keepalive, will=self.will,
             username=self.username, password=self.password, properties=self.props(P.CONNECT),
+            options=ClientOptions(tls=self.tls),
         )
 
 
@@ -108,7 +110,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--help", action="help", help="show this help and exit")
     add("-h", "--host", default="localhost", help="broker host (default: localhost)")
-    add("-p", "--port", type=int, default=1883, help="broker port (default: 1883)")
+    add("-p", "--port", type=int, help="broker port (default: 1883, with TLS 8883)")
     if command == "pub":
         add("-t", "--topic", required=True, help="topic to publish to")
     else:
@@ -129,6 +131,13 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         metavar="ARG", help="MQTT 5 property: COMMAND NAME VALUE, e.g. "
         "-D PUBLISH user-property KEY VALUE, -D PUBLISH content-type text/plain")
     add("-d", "--debug", action="store_true", help="log debug messages to stderr")
+    add("--cafile", help="connect over TLS, trusting the CA certificates in this PEM file")
+    add("--cert", help="client certificate (PEM) for mutual TLS; needs --key")
+    add("--key", help="private key (PEM) of --cert")
+    add("--insecure", action="store_true",
+        help="TLS: do not check that the server's certificate names the host")
+    add("--tls-use-os-certs", action="store_true",
+        help="connect over TLS, trusting the system's CA certificates")
     add("--will-topic", help="topic of the will, published if we vanish without DISCONNECT")
     add("--will-payload", default="", help="payload of the will (default: empty)")
     add("--will-qos", type=int, choices=(0, 1, 2), default=0, help="QoS of the will")
@@ -184,8 +193,10 @@ def parse(command: str, argv: Sequence[str]) -> Settings:
     if args.will_topic is not None:
         will = Will(args.will_topic, os.fsencode(args.will_payload), args.will_qos,
                     args.will_retain, properties.get(P.WILL, NO_PROPERTIES))
+    tls = _tls_context(args)
+    port = args.port if args.port is not None else 8883 if tls is not None else 1883
     settings = Settings(
-        host=args.host, port=args.port,
+        host=args.host, port=port, tls=tls,
         client_id=args.id or f"mqttish-{command}-{secrets.token_hex(4)}",
         version=version, clean_start=not args.disable_clean_session, keepalive=args.keepalive,
         username=args.username, password=args.pw, will=will, debug=args.debug, qos=args.qos,
@@ -197,6 +208,26 @@ def parse(command: str, argv: Sequence[str]) -> Settings:
         raise UsageError("-C and -W need positive numbers")
     return replace(settings, verbose=args.verbose, count=args.count, timeout=args.timeout,
                    skip_retained=args.no_retained, end_of_line=not args.no_eol)
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """mosquitto_pub's TLS options as a client context; None without --cafile or
+    --tls-use-os-certs (plain TCP)."""
+    if args.cafile is None and not args.tls_use_os_certs:
+        if args.cert or args.key or args.insecure:
+            raise UsageError("--cert, --key and --insecure need --cafile or --tls-use-os-certs")
+        return None
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("--cert and --key go together")
+    try:
+        context = ssl.create_default_context(cafile=args.cafile)
+        if args.cert is not None:
+            context.load_cert_chain(args.cert, args.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"TLS files: {exc}") from None
+    if args.insecure:
+        context.check_hostname = False
+    return context
 
 
 def _payload(args: argparse.Namespace) -> bytes | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -114,6 +115,7 @@ class ClientOptions:
     topic_alias_maximum: int = 0  # MQTT 5: topic aliases the server may use towards us
     message_buffer: int = 64  # QoS 0 messages a consumer may fall behind before drops
     backoff: Backoff = Backoff()
+    tls: ssl.SSLContext | None = None  # connect over TLS, verified by this context
 
     def __post_init__(self) -> None:
         if not 0 < self.max_inflight <= 0xFFFF:
@@ -677,14 +679,19 @@ class Client:
                      clip(self.client_id), where, reason, delay)
             await trio.sleep(delay)
 
-    async def _connect(self) -> trio.SocketStream:
-        """Open TCP and exchange CONNECT / CONNACK, within the connect timeout."""
+    async def _connect(self) -> trio.abc.Stream:
+        """Open TCP (and TLS) and exchange CONNECT / CONNACK, within the connect timeout."""
         protocol = self._protocol
-        stream: trio.SocketStream | None = None
+        stream: trio.abc.Stream | None = None
         timeout = self._options.connect_timeout
+        tls = self._options.tls
         try:
             with trio.fail_after(timeout):
-                stream = await trio.open_tcp_stream(self.host, self.port)
+                if tls is None:
+                    stream = await trio.open_tcp_stream(self.host, self.port)
+                else:
+                    stream = await trio.open_ssl_over_tcp_stream(self.host, self.port,
+                                                                 ssl_context=tls)
                 protocol.start()
                 await stream.send_all(protocol.data_to_send())
                 self._last_sent = trio.current_time()

@@ -41,7 +41,8 @@ from typing import Any
 
 from mqttish.client.errors import ConnectError
 from mqttish.errors import LocalProtocolError, RemoteProtocolError, protocol_error
-from mqttish.protocol.codec import NEED_DATA, PacketDecoder, encode, validate_subscription_filter
+from mqttish.protocol.codec import NEED_DATA, PacketDecoder, encode
+from mqttish.protocol.flow import AliasesIn, FlightState, IncomingQos2, Outgoing
 from mqttish.protocol.packets import (
     MQTT_5,
     Auth,
@@ -64,7 +65,7 @@ from mqttish.protocol.packets import (
 )
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
 from mqttish.protocol.reason_codes import ReasonCode
-from mqttish.protocol.topics import parse_shared, validate_topic_name
+from mqttish.protocol.topics import parse_shared, validate_subscription_filter, validate_topic_name
 from mqttish.protocol.wire import MAX_VARINT
 
 log = logging.getLogger("mqttish.client")
@@ -169,12 +170,6 @@ class ProtocolState(Enum):
     CONNECTED = 2
 
 
-class FlightState(Enum):
-    AWAITING_PUBACK = 1
-    AWAITING_PUBREC = 2
-    AWAITING_PUBCOMP = 3
-
-
 class _Flight:
     """One of our QoS 1/2 publishes that the server has not finished acknowledging."""
 
@@ -211,9 +206,9 @@ class ClientProtocol:
     """The client's protocol state, from one CONNECT to the end of the session."""
 
     __slots__ = (
-        "_aliases", "_decoder", "_next_id", "_out", "connect", "incoming_qos2", "inflight",
-        "max_inflight", "requests", "send_window", "server", "session_present", "state",
-        "subscriptions", "unacknowledged", "version",
+        "_aliases", "_decoder", "_out", "connect", "incoming_qos2", "max_inflight", "outgoing",
+        "requests", "send_window", "server", "session_present", "state", "subscriptions",
+        "unacknowledged", "version",
     )
 
     def __init__(self, connect: Connect, max_inflight: int = 20) -> None:
@@ -224,17 +219,16 @@ class ClientProtocol:
         self.server = NO_PROPERTIES  # the last CONNACK's properties: the server's limits
         self.session_present = False
         self.send_window = max_inflight
-        self.inflight: dict[int, _Flight] = {}
+        self.outgoing: Outgoing[_Flight] = Outgoing()  # our QoS 1/2 publishes in flight
         self.requests: dict[int, Subscribe | Unsubscribe] = {}
         # Granted subscriptions, to restore on a server that lost our session.
         self.subscriptions: dict[str, tuple[SubscriptionRequest, int | None]] = {}
         # Incoming QoS 1/2 messages not acknowledged yet, in the order they came.
         self.unacknowledged: dict[int, Incoming] = {}
-        self.incoming_qos2: set[int] = set()  # PUBREC sent, PUBREL not received yet
-        self._aliases: dict[int, str] = {}
+        self.incoming_qos2 = IncomingQos2()  # PUBREC sent, PUBREL not received yet
+        self._aliases = self._new_aliases()
         self._decoder = PacketDecoder(self.version)
         self._out: list[bytes] = []
-        self._next_id = 1
 
     # ------------------------------------------------------------------ I/O side
 
@@ -242,7 +236,7 @@ class ClientProtocol:
         """A new network connection: queue CONNECT; nothing of the old connection remains."""
         self.state = ProtocolState.AWAITING_CONNACK
         self._decoder = PacketDecoder(self.version)
-        self._aliases = {}  # [MQTT-3.3.2-7] aliases do not outlive their connection
+        self._aliases = self._new_aliases()  # [MQTT-3.3.2-7] they do not outlive a connection
         self._out = [encode(self.connect, self.version)]
 
     def connection_lost(self) -> None:
@@ -285,7 +279,7 @@ class ClientProtocol:
     @property
     def can_publish(self) -> bool:
         """Whether one more QoS 1/2 publish fits in the server's receive window."""
-        return len(self.inflight) < self.send_window
+        return len(self.outgoing.flights) < self.send_window
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                 properties: Properties = NO_PROPERTIES) -> int | None:
@@ -302,7 +296,7 @@ class ClientProtocol:
         if retain and server.retain_available == 0:
             raise LocalProtocolError("[MQTT-3.2.2-14] the server does not support retain",
                                      ReasonCode.RETAIN_NOT_SUPPORTED)
-        packet_id = self._allocate_id() if qos else None
+        packet_id = self.outgoing.allocate(self.requests) if qos else None
         packet = Publish(topic, payload, qos, retain, False, packet_id, properties)
         data = encode(packet, self.version)
         limit = server.maximum_packet_size
@@ -311,8 +305,8 @@ class ClientProtocol:
                 f"[MQTT-3.1.2-24] a PUBLISH of {len(data)} bytes exceeds the server's maximum "
                 f"packet size of {limit}", ReasonCode.PACKET_TOO_LARGE)
         if packet_id is not None:
-            state = FlightState.AWAITING_PUBACK if qos == 1 else FlightState.AWAITING_PUBREC
-            self.inflight[packet_id] = _Flight(packet, state)
+            self.outgoing.put(packet_id, _Flight(packet, FlightState.AWAITING_PUBACK if qos == 1
+                                                 else FlightState.AWAITING_PUBREC))
         if self.state is ProtocolState.CONNECTED:
             self._out.append(data)
         return packet_id
@@ -399,27 +393,20 @@ class ClientProtocol:
             if incoming.message.qos == 1:
                 self._send(PubAck(packet_id))
             else:
-                self.incoming_qos2.add(packet_id)
+                self.incoming_qos2.hold(packet_id)
                 self._send(PubRec(packet_id))
 
     def _allocate_id(self) -> int:
-        inflight = self.inflight
-        requests = self.requests
-        packet_id = self._next_id
-        for _ in range(0xFFFF):
-            if packet_id not in inflight and packet_id not in requests:
-                self._next_id = packet_id % 0xFFFF + 1
-                return packet_id
-            packet_id = packet_id % 0xFFFF + 1
-        raise LocalProtocolError("[MQTT-2.2.1-3] all 65535 packet identifiers are in use")
+        """A packet id for a SUBSCRIBE or UNSUBSCRIBE (shared with our publishes')."""
+        return self.outgoing.allocate(self.requests)
+
+    def _new_aliases(self) -> AliasesIn:
+        return AliasesIn(self.connect.properties.topic_alias_maximum or 0, "MQTT-3.3.2-11")
 
     def _resume(self) -> None:
         """After CONNACK: re-send what the last connection left unfinished, in order."""
-        for packet_id, flight in self.inflight.items():
-            if flight.state is FlightState.AWAITING_PUBCOMP:
-                self._send(PubRel(packet_id))
-            else:
-                self._send(replace(flight.publish, dup=True))
+        for packet_id, flight, as_publish in self.outgoing.resend():
+            self._send(replace(flight.publish, dup=True) if as_publish else PubRel(packet_id))
         for request in self.requests.values():
             self._send(request)
         if self.session_present or not self.subscriptions:
@@ -475,7 +462,7 @@ class ClientProtocol:
         topic = packet.topic
         props = packet.properties
         if props.topic_alias is not None:
-            topic = self._resolve_alias(packet.topic, props.topic_alias)
+            topic = self._aliases.resolve(packet.topic, props.topic_alias)
             props = replace(props, topic_alias=None)
         message = Message(topic, packet.payload, packet.qos, packet.retain, props, packet.dup)
         packet_id = packet.packet_id
@@ -497,56 +484,30 @@ class ClientProtocol:
         incoming = self.unacknowledged[packet_id] = Incoming(packet_id, message)
         return MessageReceived(message, incoming)
 
-    def _resolve_alias(self, topic: str, alias: int) -> str:
-        maximum = self.connect.properties.topic_alias_maximum or 0
-        if alias > maximum:
-            raise RemoteProtocolError(
-                f"[MQTT-3.3.2-11] topic alias {alias} exceeds our maximum of {maximum}",
-                ReasonCode.TOPIC_ALIAS_INVALID)
-        if topic:
-            self._aliases[alias] = topic
-            return topic
-        known = self._aliases.get(alias)
-        if known is None:
-            raise protocol_error(f"[MQTT-3.3.2.3.4] topic alias {alias} was never set")
-        return known
-
     def _handle_puback(self, packet: PubAck) -> Event | None:
-        return self._complete(packet, FlightState.AWAITING_PUBACK)
+        return self._completed(packet, self.outgoing.acknowledged(packet.packet_id))
 
     def _handle_pubrec(self, packet: PubRec) -> Event | None:
-        flight = self.inflight.get(packet.packet_id)
-        if flight is None or flight.state is FlightState.AWAITING_PUBACK:
-            code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if self.version == MQTT_5 else 0
-            self._send(PubRel(packet.packet_id, code))
-            return None
-        if packet.reason_code >= 0x80:
-            return self._complete(packet, FlightState.AWAITING_PUBREC)
-        flight.state = FlightState.AWAITING_PUBCOMP  # a repeated PUBREC is answered again
-        self._send(PubRel(packet.packet_id))
-        return None
+        refused, reply = self.outgoing.pubrec(packet.packet_id, packet.reason_code)
+        if reply is not None:
+            self._send(reply)
+        return self._completed(packet, refused) if refused is not None else None
 
     def _handle_pubcomp(self, packet: PubComp) -> Event | None:
         # Any reason code completes: 0x92 after a reconnect means the server had already
         # released the message, whose PUBREC was a success.
-        return self._complete(packet, FlightState.AWAITING_PUBCOMP)
+        return self._completed(packet, self.outgoing.completed(packet.packet_id))
 
-    def _complete(self, packet: PubAck | PubRec | PubComp, expected: FlightState) -> Event | None:
-        flight = self.inflight.get(packet.packet_id)
-        if flight is None or flight.state is not expected:
+    def _completed(self, packet: PubAck | PubRec | PubComp, flight: _Flight | None
+                   ) -> Event | None:
+        if flight is None:
             log.debug("ignoring %s for packet id %d: not awaited", type(packet).__name__,
                       packet.packet_id)
             return None
-        del self.inflight[packet.packet_id]
         return Completed(packet.packet_id, packet)
 
     def _handle_pubrel(self, packet: PubRel) -> Event | None:
-        code = 0
-        if packet.packet_id in self.incoming_qos2:
-            self.incoming_qos2.discard(packet.packet_id)
-        elif self.version == MQTT_5:
-            code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-        self._send(PubComp(packet.packet_id, code))
+        self._send(self.incoming_qos2.release(packet.packet_id))
         return None
 
     def _handle_suback(self, packet: SubAck) -> Event | None:

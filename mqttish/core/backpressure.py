@@ -3,8 +3,8 @@
 Theory of operation. Every queue a PUBLISH can land in (a session's queue of
 deliveries, a shared group's backlog) is `Drainable`: publishers may wait for
 it. When the fan-out of a PUBLISH meets a full queue whose consumer is making
-progress, the broker stops there and returns a `HeldPublish` that knows how to
-finish the fan-out later; the publishing connection waits. While it waits it
+progress, the broker stops there and returns a `HeldPublish` (core/broker.py)
+that knows how to finish the fan-out later; the publishing connection waits. While it waits it
 still reads acknowledgements (so nobody waits on it in turn) but defers
 everything else, and once its deferred input is bounded it stops reading: TCP
 then pushes back on the device, and an MQTT 5 client also feels its Receive
@@ -21,12 +21,7 @@ configured. So a stuck client can stop a fleet for at most that long.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, cast
-
-from mqttish.core.message import Message
-
-if TYPE_CHECKING:
-    from mqttish.core.subscriptions import Match
+from typing import Protocol, cast
 
 
 class Waiter(Protocol):
@@ -69,16 +64,3 @@ class Drainable:
     def stall_deadline(self, stall_timeout: float) -> float:
         """When it counts as stalled if it makes no progress before."""
         raise NotImplementedError
-
-
-class HeldPublish:
-    """A PUBLISH whose fan-out stopped at a full queue, and where to resume it."""
-
-    __slots__ = ("blocker", "match", "message", "next_target")
-
-    def __init__(self, message: Message, match: Match, next_target: int,
-                 blocker: Drainable) -> None:
-        self.message = message
-        self.match = match
-        self.next_target = next_target  # index in match.targets, then in match.groups
-        self.blocker = blocker

@@ -3,7 +3,10 @@
 Everything here is synchronous and takes `now` as an argument. Connections
 call in (connect, publish, subscribe, disconnected); the server calls
 `housekeeping(now)` about once a second to expire sessions and send delayed
-wills, and `shutdown(now)` at the end.
+wills, and `shutdown(now)` at the end. The broker knows a connection only as
+the `Attached` of its session: `connect` returns what the connection applies
+to itself. With a journal, every durable change is recorded as it happens
+(core/store.py); `restore` rebuilds the state a store committed.
 """
 
 from __future__ import annotations
@@ -11,28 +14,34 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
-from mqttish.config import Config
-from mqttish.core.backpressure import Drainable, HeldPublish, Waiter
+from mqttish.core.backpressure import Drainable, Waiter
 from mqttish.core.hooks import Access, ClientInfo, Decision, Hook, HookChain
+from mqttish.core.journal import Journal
 from mqttish.core.message import Message
-from mqttish.core.metrics import Metrics
+from mqttish.core.metrics import BrokerStats, Metrics, SharedGroupStats
 from mqttish.core.retained import RetainedStore
-from mqttish.core.session import NEVER_EXPIRES, Delivery, DeliveryState, Session
+from mqttish.core.session import NEVER_EXPIRES, Attached, Delivery, Session, Subscription
+from mqttish.core.settings import BrokerSettings
 from mqttish.core.shared import SharedGroup, Strategy
-from mqttish.core.snapshot import (
-    restore_message,
-    restore_session,
-    stored_message,
-    stored_session,
+from mqttish.core.store import (
+    RetainedDeleted,
+    RetainedSaved,
+    SessionDeleted,
+    SessionSaved,
+    StoredMessage,
+    StoredSession,
+    StoredState,
+    SubscriptionDeleted,
+    SubscriptionSaved,
+    WillDeleted,
+    WillSaved,
 )
-from mqttish.core.subscriptions import Match, Subscription, SubscriptionTree
+from mqttish.core.subscriptions import Match, SubscriptionTree
 from mqttish.errors import RemoteProtocolError, protocol_error
 from mqttish.log_text import clip
-from mqttish.persistence.memory import MemoryStore
-from mqttish.persistence.store import Store
+from mqttish.protocol.flow import FlightState
 from mqttish.protocol.packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -46,9 +55,6 @@ from mqttish.protocol.properties import NO_PROPERTIES, Properties
 from mqttish.protocol.reason_codes import ReasonCode
 from mqttish.protocol.topics import has_wildcard, parse_shared, reserved_for_broker
 
-if TYPE_CHECKING:
-    from mqttish.core.connection import Connection
-
 log = logging.getLogger("mqttish.broker")
 
 SYS_PREFIX = "$SYS/"
@@ -60,16 +66,38 @@ def _unless(value: int, default: int) -> int | None:
     return None if value == default else value
 
 
+class HeldPublish:
+    """A PUBLISH whose fan-out stopped at a full queue, and where to resume it."""
+
+    __slots__ = ("blocker", "match", "message", "next_target")
+
+    def __init__(self, message: Message, match: Match, next_target: int,
+                 blocker: Drainable) -> None:
+        self.message = message
+        self.match = match
+        self.next_target = next_target  # index in match.targets, then in match.groups
+        self.blocker = blocker
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A CONNECT the broker accepted: what the connection takes on."""
+
+    connack: ConnAck
+    session: Session
+    client: ClientInfo
+    keepalive: int  # the keepalive in force (at most max_keepalive)
+
+
 class Broker:
     def __init__(
         self,
-        config: Config | None = None,
-        store: Store | None = None,
+        config: BrokerSettings | None = None,
         hooks: Sequence[Hook] = (),
-        now: float = 0.0,
+        journal: Journal | None = None,
     ) -> None:
-        self.config = config or Config()
-        self.store = store if store is not None else MemoryStore()
+        self.config = config or BrokerSettings()
+        self.journal = journal  # None: nothing is durable (no store)
         self.hooks = HookChain(hooks)
         self.metrics = Metrics()
         self.sessions: dict[str, Session] = {}
@@ -79,12 +107,15 @@ class Broker:
         # Offline sessions with an expiry or a delayed will: what housekeeping looks at.
         self._waiting: dict[str, Session] = {}
         self.shutting_down = False
-        self._restore(now)
 
     # ------------------------------------------------------------------ connect
 
-    def connect(self, connection: Connection, packet: Connect, now: float) -> ConnAck:
-        """Accept or refuse a CONNECT; on success the connection owns the session."""
+    def connect(self, packet: Connect, peer: str, now: float, connection: Attached, *,
+                listener: int = 0, verdict: Decision = Decision.DEFER) -> Accepted | ConnAck:
+        """Accept a CONNECT (attaching `connection` to its session), or refuse it.
+
+        `listener` is the index of the listener it came in on; `verdict` what
+        `Hook.authenticate_blocking` answered, if the transport asked."""
         version = packet.protocol_level
         client_id = packet.client_id
         assigned = None
@@ -92,26 +123,26 @@ class Broker:
             if version == MQTT_5 or (version == MQTT_3_1_1 and packet.clean_start):
                 client_id = assigned = "mqttish-" + secrets.token_hex(8)
             else:
-                log.info("refused %s: empty client id without clean session", connection.peer)
+                log.info("refused %s: empty client id without clean session", peer)
                 return ConnAck(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
         redirect = self.config.redirect
         if redirect is not None:
-            log.info("redirecting %s (%s) to %s", clip(client_id), connection.peer, redirect.server)
+            log.info("redirecting %s (%s) to %s", clip(client_id), peer, redirect.server)
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
-        client = ClientInfo(client_id, packet.username, connection.peer, version)
-        refusal = self._refusal(client, packet, connection)
+        client = ClientInfo(client_id, packet.username, peer, version, listener)
+        refusal = self._refusal(client, packet, verdict)
         if refusal is not None:
-            log.info("refused %s (%s): %s", clip(client_id), connection.peer, refusal.name)
+            log.info("refused %s (%s): %s", clip(client_id), peer, refusal.name)
             return ConnAck(False, refusal)
 
         session = self.sessions.get(client_id)
         if session is not None and session.connection is not None:
-            old = session.connection
             log.info("client %s reconnected from %s: taking over its session", clip(client_id),
-                     connection.peer)
-            old.close(now, "session taken over by a new connection", ReasonCode.SESSION_TAKEN_OVER)
+                     peer)
+            session.connection.close(now, "session taken over by a new connection",
+                                     ReasonCode.SESSION_TAKEN_OVER)
             session = self.sessions.get(client_id)  # gone if it was a clean session
         if session is not None and packet.clean_start:
             self._end_session(session, now)
@@ -120,45 +151,50 @@ class Broker:
         if session is None:
             session = self.sessions[client_id] = Session(client_id, self.config)
         self._waiting.pop(client_id, None)
-        session.will = None  # a delayed will is cancelled by the client's return
-        session.will_at = None
+        if session.will is not None:  # a delayed will is cancelled by the client's return
+            self._forget_will(session)
         session.expires_at = None
         session.expiry_interval = self.capped_expiry(
             packet.properties.session_expiry_interval or 0 if version == MQTT_5
             else 0 if packet.clean_start else NEVER_EXPIRES
         )
         session.username = packet.username
+        session.client = client
+        self.hooks.generation += 1  # ACL answers cached for its old identity are stale
         session.connection = connection
-        session.progressed(now)  # a client that just came gets stall_timeout to start taking
-        connection.session = session
-        connection.client = client
-        connection.will = packet.will
-        connection.keepalive = min(packet.keepalive, self.config.max_keepalive)
+        if not session.stalled:
+            # A client that comes gets stall_timeout to start taking its messages; one
+            # found stalled does not, until it really takes some: reconnecting is no
+            # progress, or a client that kept coming back could hold publishers for ever.
+            session.last_progress = now
+        self._journal_session(session, now)
         self.metrics.client_connected()
         self.hooks.on_connect(client)
         if session.shared_groups:
             self.member_ready(session, now)
-        if session.persistent:
-            self.store.save_session(stored_session(session, now, with_messages=False))
         if self.config.connection_messages:
             log.info("client %s connected from %s (MQTT %s, keepalive %d, %s session)",
-                     clip(client_id), connection.peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
+                     clip(client_id), peer, {3: "3.1", 4: "3.1.1", 5: "5.0"}[version],
                      packet.keepalive, "resumed" if session_present else "new")
-        properties = None
+        properties = Properties()
         if version == MQTT_5:
             properties = self._connack_properties(packet, assigned)
-        return ConnAck(session_present, ReasonCode.SUCCESS,
-                       properties if properties is not None else Properties())
+        return Accepted(ConnAck(session_present, ReasonCode.SUCCESS, properties), session, client,
+                        min(packet.keepalive, self.config.max_keepalive))
 
-    def _refusal(self, client: ClientInfo, packet: Connect, connection: Connection
+    def _refusal(self, client: ClientInfo, packet: Connect, verdict: Decision
                  ) -> ReasonCode | None:
         config = self.config
         if packet.properties.authentication_method is not None:
             return ReasonCode.BAD_AUTHENTICATION_METHOD
+        if len(client.client_id) > config.max_client_id_length:
+            return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
         if packet.keepalive > config.max_keepalive and packet.protocol_level != MQTT_5:
             # 3.1.1 has no Server Keep Alive to lower it with; Mosquitto refuses too.
             return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
-        decision = self.hooks.authenticate(client, packet)
+        decision = verdict
+        if decision is Decision.DEFER:
+            decision = self.hooks.authenticate(client, packet)
         if decision is Decision.DENY:
             if packet.username is not None:
                 return ReasonCode.BAD_USER_NAME_OR_PASSWORD
@@ -217,28 +253,26 @@ class Broker:
             return int(limit)
         return requested
 
-    def disconnected(self, connection: Connection, now: float) -> None:
-        """A connection ended: detach it, publish its will if it ended abnormally."""
-        session = connection.session
-        if session is None or session.connection is not connection:
-            return  # never connected, or its session was taken over
+    def disconnected(self, connection: Attached, session: Session, client: ClientInfo,
+                     will: Will | None, reason: str, now: float) -> None:
+        """A connection ended: detach it, publish its will (None: it ended gracefully)."""
+        if session.connection is not connection:
+            return  # its session was taken over
         session.connection = None
         session.release_waiters(now)  # an offline session holds no publisher back
         self.metrics.clients_connected -= 1
         if session.shared_groups:
             self._redistribute(session, now)
-        client = connection.client
-        assert client is not None
-        reason = connection.close_reason or "connection closed"
         if self.config.connection_messages:
             log.info("client %s disconnected: %s", clip(client.client_id), reason)
         self.hooks.on_disconnect(client, reason)
-        will = connection.will
-        if will is not None and not connection.graceful and not self.shutting_down:
+        if will is not None and not self.shutting_down:
             delay = will.properties.will_delay_interval or 0
             if delay and session.expiry_interval:
                 session.will = will
                 session.will_at = now + delay
+                if session.journal is not None:
+                    session.journal.emit(WillSaved(session.client_id, will, delay))
             else:
                 self._publish_will(client.client_id, will, now)
         if session.expiry_interval == 0:
@@ -246,8 +280,34 @@ class Broker:
             return
         if session.expiry_interval != NEVER_EXPIRES:
             session.expires_at = now + session.expiry_interval
+        self._journal_session(session, now)
         if session.expires_at is not None or session.will_at is not None:
             self._waiting[session.client_id] = session
+
+    def _journal_session(self, session: Session, now: float) -> None:
+        """Record a session's existence and expiry, if it is persistent; a session that
+        stopped being persistent leaves the store (it ends at its next disconnect)."""
+        journal = self.journal
+        if journal is None:
+            return
+        if not session.persistent:
+            if session.journal is not None:
+                session.journal = None
+                journal.emit(SessionDeleted(session.client_id))
+            return
+        if session.journal is None:
+            session.journal = journal
+            for subscription in session.subscriptions.values():  # kept from before
+                journal.emit(_subscription_saved(subscription))
+        expires_in = None if session.expires_at is None else session.expires_at - now
+        journal.emit(SessionSaved(session.client_id, session.expiry_interval,
+                                  session.connection is not None, expires_in))
+
+    def _forget_will(self, session: Session) -> None:
+        session.will = None
+        session.will_at = None
+        if session.journal is not None:
+            session.journal.emit(WillDeleted(session.client_id))
 
     def _publish_will(self, client_id: str, will: Will, now: float) -> None:
         log.info("publishing will of %s to %s", clip(client_id), clip(will.topic))
@@ -263,7 +323,8 @@ class Broker:
     def _end_session(self, session: Session, now: float) -> None:
         """The session is over: publish a pending will, forget its subscriptions."""
         if session.will is not None:
-            will, session.will = session.will, None
+            will = session.will
+            self._forget_will(session)
             self._publish_will(session.client_id, will, now)
         for topic_filter in list(session.subscriptions):
             self.subscriptions.remove(session.client_id, topic_filter)
@@ -274,7 +335,9 @@ class Broker:
         self._waiting.pop(session.client_id, None)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
-        self.store.delete_session(session.client_id)
+        if session.journal is not None:
+            session.journal.emit(SessionDeleted(session.client_id))
+            session.journal = None
 
     # ------------------------------------------------------------------ routing
 
@@ -289,9 +352,12 @@ class Broker:
         """
         if message.retain:
             self.retained.set(message)
-            if not message.topic.startswith(SYS_PREFIX):  # the broker's own state: not saved
-                self.store.set_retained(message.topic,
-                                        stored_message(message, now) if message.payload else None)
+            journal = self.journal
+            if journal is not None and not message.topic.startswith(SYS_PREFIX):
+                if message.payload:  # (the broker's own $SYS state is not stored)
+                    journal.emit(RetainedSaved(message.topic, journal.message_id(message, now)))
+                else:
+                    journal.emit(RetainedDeleted(message.topic))
         if self.hooks.publish_observers:
             self.hooks.on_publish(client, message)
         return self._fan_out(message, self.subscriptions.match(message.topic), 0, now, publisher)
@@ -308,7 +374,11 @@ class Broker:
         retain = message.retain
         origin = message.origin
         plain = None  # one QoS 0 delivery with nothing of its own serves every session
+        # Security: with an ACL, the sessions that may read the topic (cached per match).
+        readers = self._readers(match, message.topic) if self.hooks.acl_hooks else None
         for index, target in enumerate(targets[start:] if start else targets, start):
+            if readers is not None and target.session.client_id not in readers:
+                continue
             if target.no_local and target.session.client_id == origin:
                 target = target.without_no_local()  # type: ignore[assignment]
                 if target is None:
@@ -322,7 +392,7 @@ class Broker:
             else:
                 delivery = plain
             session = target.session
-            if not session.enqueue(delivery):
+            if not session.enqueue(delivery, now):
                 if session.connection is not None and self._holds(session, publisher, granted, now):
                     return HeldPublish(message, match, index, session)
                 self._dropped_for(session)
@@ -330,13 +400,13 @@ class Broker:
         first_group = max(0, start - len(targets))
         for index, group in enumerate(groups[first_group:] if first_group else groups,
                                       len(targets) + first_group):
-            if not self._give_to_group(group, message):
+            if not self._give_to_group(group, message, now):
                 if self._holds(group, publisher, message.qos, now):
                     return HeldPublish(message, match, index, group)
                 self._group_dropped(group)
         return len(targets) + len(groups)
 
-    def _holds(self, queue: Session | SharedGroup, publisher: Waiter | None, qos: int,
+    def _holds(self, queue: Session | SharedGroup[Subscription], publisher: Waiter | None, qos: int,
                now: float) -> bool:
         """A message does not fit in `queue`: should its publisher wait for room?"""
         if publisher is None or (qos == 0 and not self.config.qos0_backpressure):
@@ -362,14 +432,34 @@ class Broker:
             session.stalled = True
             self.metrics.consumers_stalled += 1
             action = self.config.stall_action
-            log.warning("client %r made no progress for %g s with a full queue: %s",
-                        session.client_id, self.config.stall_timeout,
+            log.warning("client %s made no progress for %g s with a full queue: %s",
+                        clip(session.client_id), self.config.stall_timeout,
                         "disconnecting it" if action == "disconnect"
                         else "dropping what does not fit in its queue")
             if action == "disconnect" and session.connection is not None:
                 session.connection.close(now, "stalled: no progress with a full queue",
                                          ReasonCode.QUOTA_EXCEEDED)
         session.release_waiters(now)
+
+    def _readers(self, match: Match, topic: str) -> frozenset[str]:
+        """The client ids among `match`'s targets that the ACL lets read `topic`: worked
+        out once per match (one per topic, until the subscriptions change) and
+        `hooks.generation` (bumped when a client connects or the rules are reloaded)."""
+        cached = match.readers
+        generation = self.hooks.generation
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        readers = frozenset(target.session.client_id for target in match.targets
+                            if self.may_read(target.session, topic))
+        match.readers = (generation, readers)
+        return readers
+
+    def may_read(self, session: Session, topic: str) -> bool:
+        """Whether the ACL lets this session receive a message on `topic`."""
+        client = session.client
+        if client is None:  # restored from the store: its user is all we know
+            client = session.client = ClientInfo(session.client_id, session.username, "", 0)
+        return self.hooks.allowed(client, topic, Access.READ)
 
     def _dropped_for(self, session: Session) -> None:
         """A delivery to `session` was dropped: its queue was full."""
@@ -380,29 +470,35 @@ class Broker:
 
     # ------------------------------------------------------------------ shared subscriptions
 
-    def _give_to_group(self, group: SharedGroup, message: Message, dup: bool = False) -> bool:
+    def _give_to_group(self, group: SharedGroup[Subscription], message: Message, now: float,
+                       dup: bool = False) -> bool:
         """Hand a message to one member of a shared group, or to its backlog; False if
         the backlog is full (the caller holds the publisher or drops it)."""
         member = group.pick(message.topic)
+        if member is not None and self.hooks.acl_hooks and not self.may_read(
+                member.session, message.topic):
+            return True  # security: this member may not read it; nothing to hold for
         if member is None:
             if len(group.backlog) >= self.config.max_queued_messages:
                 return False
             group.backlog.append((message, dup))
             return True
         ids = (member.identifier,) if member.identifier else ()
-        delivery = Delivery(message, min(member.qos, message.qos), False, ids, group, dup)
-        if member.session.enqueue(delivery):
+        qos = min(member.qos, message.qos)
+        # DUP means "maybe sent before" only at QoS 1 and 2 [MQTT-3.3.1-2].
+        delivery = Delivery(message, qos, False, ids, group, dup and qos > 0)
+        if member.session.enqueue(delivery, now):
             group.delivered += 1
         else:
             group.dropped += 1
             self._dropped_for(member.session)
         return True
 
-    def _group_dropped(self, group: SharedGroup) -> None:
+    def _group_dropped(self, group: SharedGroup[Subscription]) -> None:
         group.dropped += 1
         self.metrics.publish_dropped += 1
 
-    def _drain_backlog(self, group: SharedGroup, now: float) -> None:
+    def _drain_backlog(self, group: SharedGroup[Subscription], now: float) -> None:
         """Give waiting messages to members that can take them now."""
         backlog = group.backlog
         while backlog:
@@ -413,7 +509,7 @@ class Broker:
             if group.pick(message.topic) is None:
                 break
             backlog.popleft()
-            self._give_to_group(group, message, dup)
+            self._give_to_group(group, message, now, dup)
         if group.waiters and len(backlog) <= self.config.max_queued_messages // 2:
             group.release_waiters(now)
 
@@ -428,23 +524,21 @@ class Broker:
         for group in session.shared_groups:
             taken = session.take_undelivered(group)
             for delivery in taken:
-                seen = delivery.state is not DeliveryState.QUEUED or delivery.dup
+                seen = delivery.state is not FlightState.QUEUED or delivery.dup
                 group.redelivered += 1
-                if not self._give_to_group(group, delivery.message, dup=seen):
+                if not self._give_to_group(group, delivery.message, now, dup=seen):
                     self._group_dropped(group)
             if taken:
                 log.info("gave %d unfinished messages of %s to other members of %s",
                          len(taken), clip(session.client_id), clip(group.share_name))
 
-    def subscribe(self, connection: Connection, session: Session, request: SubscriptionRequest,
-                  identifier: int | None, now: float) -> int:
-        """Add one subscription; return its SUBACK reason code."""
-        client = connection.client
-        assert client is not None
+    def subscribe(self, client: ClientInfo, session: Session, request: SubscriptionRequest,
+                  identifier: int | None, now: float) -> ReasonCode:
+        """Add one subscription; return its SUBACK reason code (GRANTED_QOS_n on success)."""
         topic_filter = request.topic_filter
         shared = parse_shared(topic_filter)
         config = self.config
-        if shared is not None and request.no_local and connection.version == MQTT_5:
+        if shared is not None and request.no_local and client.protocol_level == MQTT_5:
             raise protocol_error("[MQTT-3.8.3-4] No Local must not be set on a shared subscription")
         if identifier is not None and not config.subscription_identifiers:
             raise RemoteProtocolError("[MQTT-3.8.2.1.2] subscription identifiers are not supported",
@@ -453,8 +547,19 @@ class Broker:
             return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
         if not config.wildcard_subscriptions and has_wildcard(topic_filter):
             return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+        who = f"{clip(client.client_id)} ({client.peer})"
+        if len(topic_filter) > config.max_topic_length or \
+                topic_filter.count("/") >= config.max_topic_levels:
+            log.info("refused subscription by %s: filter longer or deeper than the limits", who)
+            return ReasonCode.TOPIC_FILTER_INVALID
+        limit = config.max_subscriptions_per_client
+        if limit and len(session.subscriptions) >= limit and \
+                topic_filter not in session.subscriptions:
+            log.info("refused subscription by %s: max_subscriptions_per_client (%d) reached",
+                     who, limit)
+            return ReasonCode.QUOTA_EXCEEDED
         if not self.hooks.allowed(client, topic_filter, Access.SUBSCRIBE):
-            log.info("denied subscription to %s by %s", clip(topic_filter), connection.name)
+            log.info("denied subscription to %s by %s", clip(topic_filter), who)
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
@@ -466,8 +571,8 @@ class Broker:
         if group is not None and group not in session.shared_groups:
             session.shared_groups += (group,)
         self.hooks.on_subscribe(client, topic_filter, granted)
-        if session.persistent:
-            self.store.save_session(stored_session(session, now, with_messages=False))
+        if session.journal is not None:
+            session.journal.emit(_subscription_saved(subscription))
         handling = request.retain_handling
         if shared is None and (
             handling is RetainHandling.SEND_ON_SUBSCRIBE
@@ -476,32 +581,38 @@ class Broker:
             self._send_retained(session, subscription, now)
         if group is not None and group.backlog:
             self._drain_backlog(group, now)
-        return granted
+        return ReasonCode(granted)
 
     def _send_retained(self, session: Session, subscription: Subscription, now: float) -> None:
         ids = (subscription.identifier,) if subscription.identifier else ()
         expired = []
+        acl = self.hooks.acl_hooks
         for message in self.retained.match(subscription.topic_filter):
             if message.expired(now):
                 expired.append(message.topic)
                 continue
+            if acl and not self.may_read(session, message.topic):
+                continue
             qos = min(message.qos, subscription.qos)
-            if not session.enqueue(Delivery(message, qos, True, ids)):
+            if not session.enqueue(Delivery(message, qos, True, ids), now):
                 self._dropped_for(session)
         for topic in expired:
             self.retained.clear(topic)
-            self.store.set_retained(topic, None)
+            if self.journal is not None:
+                self.journal.emit(RetainedDeleted(topic))
 
     def unsubscribe(self, session: Session, topic_filter: str, now: float) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
         self.subscriptions.remove(session.client_id, topic_filter)
+        if session.journal is not None:
+            session.journal.emit(SubscriptionDeleted(session.client_id, topic_filter))
         for group in session.shared_groups:
             if group.share_name == topic_filter:
                 session.shared_groups = tuple(g for g in session.shared_groups if g is not group)
                 # What was sent is still delivered to it [MQTT-3.10.4-3]; the rest goes on.
                 for delivery in session.take_queued(group):
-                    if not self._give_to_group(group, delivery.message, delivery.dup):
+                    if not self._give_to_group(group, delivery.message, now, delivery.dup):
                         self._group_dropped(group)
                 break
         return True
@@ -512,7 +623,8 @@ class Broker:
         """Send delayed wills and end expired sessions."""
         for session in list(self._waiting.values()):
             if session.will_at is not None and session.will_at <= now:
-                will, session.will, session.will_at = session.will, None, None
+                will = session.will
+                self._forget_will(session)
                 if will is not None:
                     self._publish_will(session.client_id, will, now)
             if session.expires_at is not None and session.expires_at <= now:
@@ -523,7 +635,7 @@ class Broker:
                 del self._waiting[session.client_id]
 
     def shutdown(self, now: float) -> None:
-        """Close every connection and save every persistent session.
+        """Close every connection. Persistent sessions are already in the journal.
 
         Wills are not sent: the clients did not fail, the broker is going away.
         """
@@ -532,26 +644,123 @@ class Broker:
             connection = session.connection
             if connection is not None:
                 connection.close(now, "broker shutting down", ReasonCode.SERVER_SHUTTING_DOWN)
-        for session in self.sessions.values():
-            if session.persistent:
-                self.store.save_session(stored_session(session, now, with_messages=True))
-        self.store.close()
 
-    def _restore(self, now: float) -> None:
-        state = self.store.load()
+    # ------------------------------------------------------------------ restore
+
+    def restore(self, state: StoredState, now: float) -> None:
+        """Rebuild what a store committed: retained messages, and sessions (offline) with
+        their subscriptions, queued and in-flight deliveries, QoS 2 ids and wills."""
+        messages: dict[int, Message] = {}  # a message stored once is shared again
         for record in state.retained:
-            self.retained.set(restore_message(record, now))
+            self.retained.set(_restored_message(record, now, messages))
         for stored in state.sessions:
-            session = restore_session(stored, self.config, now)
-            self.sessions[session.client_id] = session
-            for subscription in session.subscriptions.values():
-                group = self.subscriptions.add(subscription)
-                if group is not None:
-                    session.shared_groups += (group,)
-            if session.expiry_interval != NEVER_EXPIRES:
-                session.expires_at = now + session.expiry_interval
-                self._waiting[session.client_id] = session
+            self._restore_session(stored, now, messages)
+        if self.journal is not None:
+            self.journal.next_message_id = max(self.journal.next_message_id,
+                                               state.next_message_id)
         if state.retained or state.sessions:
             log.info("restored %d retained messages and %d sessions",
                      len(state.retained), len(state.sessions))
 
+    def _restore_session(self, stored: StoredSession, now: float,
+                         messages: dict[int, Message]) -> None:
+        session = self.sessions[stored.client_id] = Session(stored.client_id, self.config)
+        session.expiry_interval = stored.expiry_interval
+        session.journal = self.journal
+        for item in stored.subscriptions:
+            request = item.request
+            subscription = session.subscriptions[request.topic_filter] = Subscription(
+                session, request.topic_filter, request.qos, request.no_local,
+                request.retain_as_published, request.retain_handling, item.identifier)
+            group = self.subscriptions.add(subscription)
+            if group is not None:
+                session.shared_groups += (group,)
+        session.restore_deliveries(
+            (record.sequence, Delivery(_restored_message(record.message, now, messages),
+                                       record.qos, record.retain, record.subscription_ids),
+             record.packet_id, record.state)
+            for record in stored.deliveries)
+        for packet_id in stored.incoming_qos2:
+            session.incoming_qos2.hold(packet_id)
+        if stored.expires_in is not None:
+            session.expires_at = now + stored.expires_in
+        if stored.will is not None and stored.will_in is not None:
+            session.will = stored.will
+            session.will_at = now + stored.will_in
+        if session.expires_at is not None or session.will_at is not None:
+            self._waiting[session.client_id] = session
+
+    # ------------------------------------------------------------------ figures
+
+    def stats(self, now: float, started_at: float) -> BrokerStats:
+        """Read the counters and count what the broker holds ($SYS and /metrics)."""
+        metrics = self.metrics
+        retained = self.retained
+        disconnected = held = held_bytes = 0
+        for session in self.sessions.values():
+            if session.connection is None:
+                disconnected += 1
+            queue = session.queue
+            flights = session.outgoing.flights
+            if queue or flights:
+                held += len(queue) + len(flights)
+                held_bytes += sum(len(d.message.payload) for d in queue)
+                held_bytes += sum(len(d.message.payload) for d in flights.values())
+        groups = tuple(
+            SharedGroupStats(
+                group.name, group.topic_filter,
+                sum(1 for member in group.members.values()
+                    if member.session.connection is not None),
+                len(group.members), group.delivered, group.redelivered, group.dropped,
+                len(group.backlog))
+            for group in self.subscriptions.groups()
+        )
+        return BrokerStats(
+            uptime=max(0.0, now - started_at),
+            clients_connected=metrics.clients_connected,
+            clients_disconnected=disconnected,
+            clients_maximum=metrics.clients_maximum,
+            clients_total=len(self.sessions),
+            clients_expired=metrics.clients_expired,
+            connections_total=metrics.clients_total_connections,
+            sockets_total=metrics.sockets_opened,
+            connection_errors=metrics.connection_errors,
+            consumers_stalled=metrics.consumers_stalled,
+            messages_received=metrics.messages_received,
+            messages_sent=metrics.messages_sent,
+            publish_received=metrics.publish_received,
+            publish_sent=metrics.publish_sent,
+            publish_dropped=metrics.publish_dropped,
+            publish_bytes_received=metrics.publish_bytes_received,
+            publish_bytes_sent=metrics.publish_bytes_sent,
+            bytes_received=metrics.bytes_received,
+            bytes_sent=metrics.bytes_sent,
+            logins_failed=metrics.logins_failed,
+            logins_delayed=metrics.logins_delayed,
+            retained_count=retained.count,
+            retained_bytes=retained.bytes,
+            subscriptions=self.subscriptions.count,
+            store_messages=retained.count + held,
+            store_bytes=retained.bytes + held_bytes,
+            shared_groups=groups,
+        )
+
+
+def _subscription_saved(subscription: Subscription) -> SubscriptionSaved:
+    return SubscriptionSaved(
+        subscription.client_id,
+        SubscriptionRequest(subscription.topic_filter, subscription.qos, subscription.no_local,
+                            subscription.retain_as_published, subscription.retain_handling),
+        subscription.identifier)
+
+
+def _restored_message(record: StoredMessage, now: float, messages: dict[int, Message]
+                      ) -> Message:
+    message = messages.get(record.message_id)
+    if message is None:
+        expires_at = None if record.expires_in is None else now + record.expires_in
+        message = messages[record.message_id] = Message(
+            record.topic, record.payload, record.qos, record.retain, record.properties,
+            expires_at)
+        message.store_id = record.message_id
+    return message

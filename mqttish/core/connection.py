@@ -25,15 +25,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from mqttish.core.backpressure import HeldPublish
-from mqttish.core.hooks import ClientInfo
+from mqttish.core.broker import Accepted, Broker, HeldPublish
+from mqttish.core.hooks import ClientInfo, Decision
 from mqttish.core.message import Message
-from mqttish.core.session import Delivery, DeliveryState, Session
+from mqttish.core.rates import ClientRates
+from mqttish.core.session import Delivery, Session
 from mqttish.errors import MQTTError, RemoteProtocolError, protocol_error
 from mqttish.log_text import clip
-from mqttish.protocol.codec import NEED_DATA, PacketDecoder, encode
+from mqttish.protocol.codec import NEED_DATA, PINGRESP, PacketDecoder, encode, encode_puback
+from mqttish.protocol.flow import AliasesIn, AliasesOut, FlightState
 from mqttish.protocol.packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -58,15 +60,10 @@ from mqttish.protocol.packets import (
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
 from mqttish.protocol.reason_codes import ReasonCode
 
-if TYPE_CHECKING:
-    from mqttish.core.broker import Broker
-
 log = logging.getLogger("mqttish.connection")
 
-PINGRESP = b"\xd0\x00"
 REPLY_BACKLOG = 1000  # replies (PUBACK, PINGRESP, ...) waiting to be sent, at most
 DEFER_LIMIT = 65536  # bytes of packets a held publisher may have waiting behind its PUBLISH
-PUBACK_HEAD = b"\x40\x02"  # a PUBACK is these two bytes and the packet id (3.1.1, or 5.0 success)
 
 
 class ListenerCounters(Protocol):
@@ -91,12 +88,43 @@ class Connection:
     """The protocol state of one network connection, from CONNECT to close."""
 
     __slots__ = (
-        "_backlogged", "_deferred", "_deferred_bytes", "_held", "_out", "_unblocked", "broker",
-        "client", "client_topic_alias_maximum", "close_reason", "config", "counters", "decoder",
-        "graceful", "keepalive", "last_input", "max_send_packet_size", "metrics", "on_output",
+        "_after_commit",
+        "_backlogged",
+        "_deferred",
+        "_deferred_bytes",
+        "_held",
+        "_input_ended",
+        "_out",
+        "_resend_later",
+        "_unblocked",
+        "_waiting_commit",
+        "broker",
+        "client",
+        "close_reason",
+        "config",
+        "counters",
+        "decoder",
+        "graceful",
+        "identity",
+        "keepalive",
+        "last_input",
+        "listener",
+        "max_send_packet_size",
+        "metrics",
+        "on_output",
         "on_resume",
-        "opened_at", "outgoing_aliases", "peer", "send_quota", "session", "state",
-        "topic_aliases", "version", "wake_pending", "will",
+        "opened_at",
+        "outgoing_aliases",
+        "peer",
+        "pending_connect",
+        "rates",
+        "send_quota",
+        "session",
+        "state",
+        "topic_aliases",
+        "version",
+        "wake_pending",
+        "will",
     )
 
     def __init__(
@@ -107,6 +135,8 @@ class Connection:
         on_output: Callable[[], None] = _no_output,
         counters: ListenerCounters | None = None,
         on_resume: Callable[[], None] = _no_output,
+        listener: int = 0,
+        identity: str | None = None,
     ) -> None:
         self.broker = broker
         self.config = broker.config
@@ -116,6 +146,16 @@ class Connection:
         self.last_input = now  # when bytes last came from the client (keepalive)
         self.on_output = on_output
         self.counters = counters
+        # Security: the listener (index in config.listeners) whose settings apply, and
+        # the user name a client certificate gives (mutual TLS), which replaces the
+        # CONNECT's. A CONNECT waits in `pending_connect` while the transport has its
+        # credentials checked off the event loop (`Hook.authenticate_blocking`).
+        self.listener = listener
+        self.identity = identity
+        self.pending_connect: Connect | None = None
+        config = self.config
+        self.rates = (ClientRates(config.max_message_rate, config.max_byte_rate, now)
+                      if config.max_message_rate or config.max_byte_rate else None)
         self.state = ConnectionState.AWAITING_CONNECT
         self.decoder = PacketDecoder(max_packet_size=self.config.max_packet_size)
         self.version = MQTT_3_1_1
@@ -131,17 +171,22 @@ class Connection:
         self.max_send_packet_size: int | None = None
         # Topic aliases (MQTT 5), made on first use: the client's for its PUBLISHes,
         # and ours for PUBLISHes to it.
-        self.topic_aliases: dict[int, str] | None = None
-        self.client_topic_alias_maximum = 0
-        self.outgoing_aliases: dict[str, int] | None = None
+        self.topic_aliases: AliasesIn | None = None
+        self.outgoing_aliases: AliasesOut | None = None
         self._out: list[bytes] = []
+        # Replies that promise durability wait for the store's commit (and the replies
+        # after them wait too, to keep their order): (journal position or 0, bytes).
+        self._after_commit: deque[tuple[int, bytes]] | None = None
+        self._waiting_commit = False
+        self._resend_later: deque[int] | None = None  # flights of a resumed session to resend
         # Input flow control: `on_resume` tells the transport to read (and to call
         # receive_data) again after `wants_input` was false.
         self.on_resume = on_resume
         self._backlogged = False  # too many replies unread: input stopped until they go
+        self._input_ended = False  # the client closed its side; what it sent is still handled
         # Backpressure: the PUBLISH whose fan-out waits for a full queue, and the packets
         # read behind it, which wait their turn (acknowledgements do not: see _skim).
-        self._held: tuple[HeldPublish, Publish] | None = None
+        self._held: tuple[HeldPublish, Publish, int] | None = None  # (.., journal mark)
         self._unblocked = False  # the queue it waits for released it: resume on next input
         self._deferred: deque[Packet] | None = None
         self._deferred_bytes = 0
@@ -207,6 +252,12 @@ class Connection:
             self.metrics.bytes_received += len(data)
         decoder = self.decoder
         decoder.feed(data)
+        if self.rates is not None and (code := self.rates.received(len(data), now)):
+            self._fail(RemoteProtocolError("sends more bytes per second than max_byte_rate",
+                                           code), now)
+            return
+        if self.pending_connect is not None:
+            return  # nothing more until the credentials are checked
         handlers = self._handlers
         handle_publish = self._handle_publish
         next_packet = decoder.next
@@ -222,13 +273,16 @@ class Connection:
                         handle_publish(packet, now)
                     else:
                         handlers[type(packet)](self, packet, now)
-                    if self.state is closed or self._held is not None:
+                    if self.state is closed or self._held is not None \
+                            or self.pending_connect is not None:
                         break
-                    if len(self._out) >= REPLY_BACKLOG:
+                    if len(self._out) + len(self._after_commit or ()) >= REPLY_BACKLOG:
                         self._backlogged = True
                         break
             if self._held is not None and self.state is not closed:
                 self._skim(now)
+            if self._input_ended:
+                self._end_if_done(now)
         except MQTTError as exc:
             self._fail(exc, now)
         except Exception:
@@ -239,9 +293,14 @@ class Connection:
         """Everything ready to go to the client: replies, then queued deliveries."""
         self.wake_pending = False
         out = self._out
+        if self._after_commit:
+            self._release_committed(out)
         session = self.session
-        if session is not None and session.queue and self.state is ConnectionState.CONNECTED:
-            self._encode_deliveries(session, out, now)
+        if session is not None and self.state is ConnectionState.CONNECTED:
+            if self._resend_later:
+                self._resend_in_window(session, out, now)
+            if session.queue:
+                self._encode_deliveries(session, out, now)
         if not out:
             return b""
         data = b"".join(out) if len(out) > 1 else out[0]
@@ -294,9 +353,23 @@ class Connection:
                 self.counters.clients -= 1
         self.state = ConnectionState.CLOSED
         self.close_reason = reason
-        self.broker.disconnected(self, now)
+        if self.session is not None and self.client is not None:
+            self.broker.disconnected(self, self.session, self.client,
+                                     None if self.graceful else self.will, reason, now)
         self.wake_pending = True
         self.on_output()  # always: the transport must learn of the close
+
+    def input_ended(self, now: float) -> None:
+        """The client closed its side of the connection. What it sent before is still
+        handled, in order (a held PUBLISH, and what waits behind it, included); the
+        connection closes once it is."""
+        self._input_ended = True
+        self._end_if_done(now)
+
+    def _end_if_done(self, now: float) -> None:
+        if (self._held is None and not self._deferred and not self._backlogged
+                and self.state is not ConnectionState.CLOSED):
+            self.close(now, "connection closed by peer")
 
     def connection_lost(self, now: float, reason: str = "connection closed by peer") -> None:
         """The transport is done with this connection (a no-op if it was closed already)."""
@@ -318,7 +391,7 @@ class Connection:
             held = self._held
             if held is not None:
                 self._held = None
-                self._route(held[1], self.broker.resume_publish(held[0], now, self), now)
+                self._route(held[1], self.broker.resume_publish(held[0], now, self), held[2])
         deferred = self._deferred
         while deferred and self._held is None and self.state is not ConnectionState.CLOSED:
             packet = deferred.popleft()
@@ -351,7 +424,7 @@ class Connection:
         It was not acknowledged, so the client sends it again (QoS 2: only to be
         acknowledged, since its id is held)."""
         assert self._held is not None
-        held, _ = self._held
+        held = self._held[0]
         self._held = None
         held.blocker.remove_waiter(self)
         self.broker.resume_publish(held, now, None)
@@ -361,9 +434,46 @@ class Connection:
     # ------------------------------------------------------------------ helpers
 
     def _send(self, packet: Packet) -> None:
-        self._out.append(encode(packet, self.version))
+        self._reply(encode(packet, self.version))
+
+    def _reply(self, data: bytes) -> None:
+        """Send a reply, after any that waits for a commit."""
+        after = self._after_commit
+        if after:
+            after.append((0, data))
+        else:
+            self._out.append(data)
         self.metrics.messages_sent += 1
         self.notify()
+
+    def _reply_when_committed(self, data: bytes, position: int) -> None:
+        """Send a reply once the journal is committed up to `position`."""
+        after = self._after_commit
+        if after is None:
+            after = self._after_commit = deque()
+        after.append((position, data))
+        self.metrics.messages_sent += 1
+        self._wait_for_commit()
+
+    def _wait_for_commit(self) -> None:
+        journal = self.broker.journal
+        if not self._waiting_commit and journal is not None:
+            self._waiting_commit = True
+            journal.wait(self)
+
+    def committed(self) -> None:
+        """The journal committed more: replies waiting for it may go."""
+        self._waiting_commit = False
+        self.notify()
+
+    def _release_committed(self, out: list[bytes]) -> None:
+        after = self._after_commit
+        assert after is not None and self.broker.journal is not None
+        committed = self.broker.journal.committed
+        while after and after[0][0] <= committed:
+            out.append(after.popleft()[1])
+        if after:
+            self._wait_for_commit()
 
     def _fail(self, exc: MQTTError, now: float) -> None:
         log.warning("closing %s: %s", self.name, exc)
@@ -401,11 +511,11 @@ class Connection:
         """Move queued deliveries into `out`, within the client's receive window."""
         # The hot loop of every delivery: locals instead of attribute lookups.
         queue = session.queue
-        inflight = session.inflight
+        inflight = session.outgoing.flights
         quota = self.send_quota
         version = self.version
         # 3.1.1 packets carry nothing per delivery; MQTT 5 ones may (ids, expiry, alias).
-        shared_frames = version != MQTT_5 or not self.client_topic_alias_maximum
+        shared_frames = version != MQTT_5 or self.outgoing_aliases is None
         max_size = self.max_send_packet_size
         counts_bytes = session.limits.max_queued_bytes
         sent = payload_bytes = 0
@@ -414,7 +524,7 @@ class Connection:
             message = delivery.message
             expires_at = message.expires_at
             if expires_at is not None and expires_at <= now:
-                session.pop_queued()
+                session.discard(session.pop_queued())
                 continue
             qos = delivery.qos
             if qos and len(inflight) >= quota:
@@ -462,15 +572,12 @@ class Connection:
                 changes["subscription_identifiers"] = delivery.subscription_ids
             if message.expires_at is not None:
                 changes["message_expiry_interval"] = message.remaining_expiry(now)
-            if self.client_topic_alias_maximum:
-                aliases = self.outgoing_aliases
-                if aliases is None:
-                    aliases = self.outgoing_aliases = {}
-                alias = aliases.get(topic)
-                if alias is not None:
+            if self.outgoing_aliases is not None:
+                alias, new = self.outgoing_aliases.choose(topic)
+                if alias is not None and not new:
                     topic = ""  # the client knows the topic by its alias already
-                elif len(aliases) < self.client_topic_alias_maximum:
-                    alias = new_alias = len(aliases) + 1
+                elif new:
+                    new_alias = alias
                 changes["topic_alias"] = alias
             if changes:
                 properties = replace(properties, **changes)
@@ -484,11 +591,12 @@ class Connection:
         data = encode(packet, self.version)
         if self.max_send_packet_size is not None and len(data) > self.max_send_packet_size:
             if starts_flight:
-                del session.inflight[packet_id]
+                for taken in session.outgoing.take([packet_id]):
+                    session.discard(taken)
             self._drop_oversize(message)
             return None
         if new_alias is not None and self.outgoing_aliases is not None:
-            self.outgoing_aliases[message.topic] = new_alias
+            self.outgoing_aliases.remember(message.topic, new_alias)
         return data
 
     def _drop_oversize(self, message: Message) -> None:
@@ -504,15 +612,29 @@ class Connection:
             self.counters.dropped += 1
 
     def resend_inflight(self, now: float) -> None:
-        """After a session resumes: re-send unacknowledged PUBLISH (DUP) and PUBREL."""
+        """After a session resumes: re-send unacknowledged PUBLISH (DUP) and PUBREL, in
+        order, as many as the client's receive window takes now; the rest as it opens."""
         session = self._require_session()
-        for packet_id, delivery in session.inflight.items():
-            if delivery.state is DeliveryState.AWAITING_PUBCOMP:
-                self._send(PubRel(packet_id))
-            else:
-                data = self._publish_packet(delivery, now, dup=True)
-                if data is not None:
-                    self._out.append(data)
+        self._resend_later = deque(packet_id for packet_id, _, _ in session.outgoing.resend())
+        self._resend_in_window(session, self._out, now)
+
+    def _resend_in_window(self, session: Session, out: list[bytes], now: float) -> None:
+        later = self._resend_later
+        assert later is not None
+        flights = session.outgoing.flights
+        while later and len(flights) - len(later) < self.send_quota:
+            packet_id = later.popleft()
+            delivery = flights.get(packet_id)
+            if delivery is None:
+                continue  # taken back meanwhile
+            if delivery.state is FlightState.AWAITING_PUBCOMP:
+                out.append(encode(PubRel(packet_id), self.version))
+                continue
+            data = self._publish_packet(delivery, now, dup=True)
+            if data is not None:
+                out.append(data)
+        if not later:
+            self._resend_later = None
 
     # ------------------------------------------------------------------ handlers
 
@@ -524,12 +646,42 @@ class Connection:
         if props.receive_maximum is not None:
             self.send_quota = min(props.receive_maximum, self.config.max_inflight_messages)
         self.max_send_packet_size = props.maximum_packet_size
-        self.client_topic_alias_maximum = props.topic_alias_maximum or 0
-        connack = self.broker.connect(self, packet, now)
-        self._send(connack)
-        if connack.reason_code >= 0x80:
-            self.close(now, f"connection refused: {ReasonCode(connack.reason_code).name}")
+        if props.topic_alias_maximum:
+            self.outgoing_aliases = AliasesOut(props.topic_alias_maximum)
+        if self.identity is not None:
+            packet = replace(packet, username=self.identity, password=None)
+        if self.broker.hooks.blocking_authenticators:
+            self.pending_connect = packet  # the transport calls credentials_checked()
             return
+        self._connect(packet, now, Decision.DEFER)
+
+    def credentials_checked(self, decision: Decision, now: float) -> None:
+        """The transport's answer for `pending_connect`: finish the CONNECT, then go on
+        with whatever the client sent after it."""
+        packet, self.pending_connect = self.pending_connect, None
+        if packet is None or self.state is ConnectionState.CLOSED:
+            return
+        try:
+            self._connect(packet, now, decision)
+        except MQTTError as exc:
+            self._fail(exc, now)
+            return
+        self.receive_data(b"", now)
+
+    def _connect(self, packet: Connect, now: float, decision: Decision) -> None:
+        accepted = self.broker.connect(packet, self.peer, now, self, listener=self.listener,
+                                       verdict=decision)
+        if type(accepted) is ConnAck:  # refused
+            self._send(accepted)
+            self.close(now, f"connection refused: {ReasonCode(accepted.reason_code).name}")
+            return
+        assert type(accepted) is Accepted
+        self.session = accepted.session
+        self.client = accepted.client
+        self.will = packet.will
+        self.keepalive = accepted.keepalive
+        self._send(accepted.connack)
+        connack = accepted.connack
         self.state = ConnectionState.CONNECTED
         if self.counters is not None:
             self.counters.clients += 1
@@ -572,13 +724,20 @@ class Connection:
                 if props.message_expiry_interval:
                     expires_at = now + props.message_expiry_interval
                 props = _forwarded(props)
+        if self.rates is not None and (code := self.rates.published(now)):
+            raise RemoteProtocolError("publishes more messages per second than "
+                                      "max_message_rate", code)
+        if len(topic) > config.max_topic_length or topic.count("/") >= config.max_topic_levels:
+            log.info("refused publish by %s: topic longer or deeper than the limits", self.name)
+            self._reject_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
+            return
         broker = self.broker
         if (broker.hooks.acl_hooks or topic[0] == "$") and not broker.may_publish(client, topic):
             log.info("denied publish to %s by %s", clip(topic), self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
         if qos == 2:
-            if packet_id in session.incoming_qos2:
+            if packet_id in session.incoming_qos2:  # a copy: acknowledged, not routed again
                 self._send(PubRec(packet_id))
                 return
             pending = len(session.incoming_qos2)
@@ -594,26 +753,34 @@ class Connection:
                           client.client_id)
         if packet.raw is not None:
             message.arrived_as(packet.raw)
+        journal = broker.journal
+        mark = journal.position if journal is not None else 0
         if qos == 2:  # before routing: a copy sent again is never routed twice
-            session.await_release(packet_id)
-        self._route(packet, broker.publish(message, now, client, self), now)
+            session.hold_incoming(packet_id)
+        self._route(packet, broker.publish(message, now, client, self), mark)
 
-    def _route(self, packet: Publish, routed: int | HeldPublish, now: float) -> None:
-        """Acknowledge a PUBLISH whose fan-out is done, or hold it."""
+    def _route(self, packet: Publish, routed: int | HeldPublish, mark: int) -> None:
+        """Acknowledge a PUBLISH whose fan-out is done, or hold it. `mark` is where
+        the journal was before its fan-out: an acknowledgement that made durable
+        changes waits until they are committed."""
         if type(routed) is not int:
-            self._held = (routed, packet)  # type: ignore[assignment]
+            self._held = (routed, packet, mark)  # type: ignore[assignment]
             return
         qos = packet.qos
-        if qos == 1:
-            packet_id = packet.packet_id or 0
-            if routed or self.version != MQTT_5:
-                self._out.append(PUBACK_HEAD + packet_id.to_bytes(2, "big"))
-                self.metrics.messages_sent += 1
-                self.notify()
-            else:
-                self._send(PubAck(packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS))
-        elif qos == 2:
-            self._send(PubRec(packet.packet_id or 0))
+        if not qos:
+            return
+        packet_id = packet.packet_id or 0
+        if qos == 2:
+            ack = encode(PubRec(packet_id), self.version)
+        elif routed or self.version != MQTT_5:
+            ack = encode_puback(packet_id)
+        else:
+            ack = encode(PubAck(packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS), MQTT_5)
+        journal = self.broker.journal
+        if journal is not None and journal.position > mark:
+            self._reply_when_committed(ack, journal.position)
+        else:
+            self._reply(ack)
 
     def _window_opened(self, session: Session, now: float) -> None:
         """An acknowledgement freed a place in the client's receive window."""
@@ -627,21 +794,11 @@ class Connection:
         alias = props.topic_alias
         if alias is None:
             return topic
-        if alias > self.broker.topic_alias_maximum:
-            raise RemoteProtocolError(
-                f"[MQTT-3.3.2-9] topic alias {alias} exceeds the maximum "
-                f"{self.broker.topic_alias_maximum}", ReasonCode.TOPIC_ALIAS_INVALID,
-            )
         aliases = self.topic_aliases
         if aliases is None:
-            aliases = self.topic_aliases = {}
-        if topic:
-            aliases[alias] = topic
-            return topic
-        known = aliases.get(alias)
-        if known is None:
-            raise protocol_error(f"[MQTT-3.3.4-9] topic alias {alias} was never set")
-        return known
+            aliases = self.topic_aliases = AliasesIn(self.broker.topic_alias_maximum,
+                                                     "MQTT-3.3.2-9")
+        return aliases.resolve(topic, alias)
 
     def _reject_publish(self, packet: Publish, code: ReasonCode) -> None:
         """Refuse one PUBLISH: MQTT 5 says why; 3.1.1 can only acknowledge and drop."""
@@ -653,44 +810,34 @@ class Connection:
 
     def _handle_puback(self, packet: PubAck, now: float) -> None:
         session = self._require_session()
-        if session.acknowledge(packet.packet_id, DeliveryState.AWAITING_PUBACK) is None:
+        if session.acknowledged(packet.packet_id) is None:
             log.debug("%s acknowledged unknown packet id %d", self.name, packet.packet_id)
         else:
             self._window_opened(session, now)
 
     def _handle_pubrec(self, packet: PubRec, now: float) -> None:
         session = self._require_session()
-        if packet.reason_code >= 0x80:
-            session.acknowledge(packet.packet_id, DeliveryState.AWAITING_PUBREC)
+        refused, reply = session.pubrec(packet.packet_id, packet.reason_code)
+        if reply is not None:
+            self._send(reply)
+        if refused is not None:
             self._window_opened(session, now)
-            return
-        if session.received(packet.packet_id) is None:
-            code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-            if packet.packet_id in session.inflight:  # a duplicate PUBREC: answer it again
-                code = ReasonCode.SUCCESS
-            self._send(PubRel(packet.packet_id, code if self.version == MQTT_5 else 0))
-            return
-        self._send(PubRel(packet.packet_id))
 
     def _handle_pubrel(self, packet: PubRel, now: float) -> None:
-        session = self._require_session()
-        if session.release(packet.packet_id):
-            self._send(PubComp(packet.packet_id))
-        else:
-            code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if self.version == MQTT_5 else 0
-            self._send(PubComp(packet.packet_id, code))
+        self._send(self._require_session().release_incoming(packet.packet_id))
 
     def _handle_pubcomp(self, packet: PubComp, now: float) -> None:
         session = self._require_session()
-        session.acknowledge(packet.packet_id, DeliveryState.AWAITING_PUBCOMP)
-        self._window_opened(session, now)
+        if session.completed(packet.packet_id) is not None:
+            self._window_opened(session, now)
 
     def _handle_subscribe(self, packet: Subscribe, now: float) -> None:
         session = self._require_session()
+        assert self.client is not None
         identifiers = packet.properties.subscription_identifiers
         identifier = identifiers[0] if identifiers else None
         codes = [
-            self.broker.subscribe(self, session, request, identifier, now)
+            self.broker.subscribe(self.client, session, request, identifier, now)
             for request in packet.subscriptions
         ]
         # The SUBACK goes out before the retained messages the subscriptions queued.
@@ -707,9 +854,7 @@ class Connection:
 
     def _handle_pingreq(self, packet: PingReq, now: float) -> None:
         self._require_session()
-        self._out.append(PINGRESP)
-        self.metrics.messages_sent += 1
-        self.notify()
+        self._reply(PINGRESP)
 
     def _handle_disconnect(self, packet: Disconnect, now: float) -> None:
         session = self._require_session()

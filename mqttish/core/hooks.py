@@ -11,12 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
+from mqttish.core.message import Message
 from mqttish.protocol.packets import Connect
-
-if TYPE_CHECKING:
-    from mqttish.core.message import Message
 
 
 class Decision(Enum):
@@ -26,8 +23,9 @@ class Decision(Enum):
 
 
 class Access(Enum):
-    PUBLISH = "publish"
-    SUBSCRIBE = "subscribe"
+    PUBLISH = "publish"  # the client publishes to a topic
+    SUBSCRIBE = "subscribe"  # the client subscribes with a filter
+    READ = "read"  # a message on a topic is about to be delivered to the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +36,7 @@ class ClientInfo:
     username: str | None
     peer: str
     protocol_level: int
+    listener: int = 0  # index in config.listeners: settings may differ per listener
 
 
 class Hook:
@@ -45,8 +44,17 @@ class Hook:
         """May this client connect with these credentials?"""
         return Decision.DEFER
 
+    def authenticate_blocking(self, client: ClientInfo, connect: Connect) -> Decision:
+        """Like `authenticate`, for checks that block (hashing a password, asking a
+        server). The transport runs it in a worker thread before the broker sees the
+        CONNECT, so it must not touch broker state; the broker then takes its answer
+        unless it defers. `client.client_id` is as the client sent it (maybe empty)."""
+        return Decision.DEFER
+
     def check_acl(self, client: ClientInfo, topic: str, access: Access) -> Decision:
-        """May this client publish to, or subscribe to, this topic or filter?"""
+        """May this client publish to, subscribe to, or receive this topic or filter?
+
+        READ is asked for every delivery, so an answer should be cached."""
         return Decision.DEFER
 
     def on_connect(self, client: ClientInfo) -> None:
@@ -67,10 +75,36 @@ class HookChain:
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.hooks = list(hooks)
+        # Bumped whenever cached ACL answers may be stale: a client connected (perhaps as
+        # another user), or the rules were reloaded (`rules_changed`).
+        self.generation = 0
+        self._sort()
+
+    def rules_changed(self) -> None:
+        """Hooks' ACL rules changed: answers cached from them must be asked again."""
+        self.generation += 1
+
+    def install(self, hook: Hook) -> None:
+        """Add a hook after the broker was made (the server's security hook)."""
+        self.hooks.append(hook)
+        self._sort()
+
+    def _sort(self) -> None:
         # The hooks that override the per-message methods: empty lists cost nothing.
         self.acl_hooks = [h for h in self.hooks if type(h).check_acl is not Hook.check_acl]
         self.publish_observers = [
             h for h in self.hooks if type(h).on_publish is not Hook.on_publish]
+        self.blocking_authenticators = [
+            h for h in self.hooks
+            if type(h).authenticate_blocking is not Hook.authenticate_blocking]
+
+    def authenticate_blocking(self, client: ClientInfo, connect: Connect) -> Decision:
+        """Run in a worker thread by the transport (see `Hook.authenticate_blocking`)."""
+        for hook in self.blocking_authenticators:
+            decision = hook.authenticate_blocking(client, connect)
+            if decision is not Decision.DEFER:
+                return decision
+        return Decision.DEFER
 
     def authenticate(self, client: ClientInfo, connect: Connect) -> Decision:
         for hook in self.hooks:

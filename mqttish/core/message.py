@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from mqttish.protocol import properties as P
 from mqttish.protocol.bounded_cache import BoundedCache
-from mqttish.protocol.codec import KNOWN_TOPICS_BYTES, MAX_CACHED_TOPIC
+from mqttish.protocol.codec import KNOWN_TOPICS_BYTES, MAX_CACHED_TOPIC, publish_frame
 from mqttish.protocol.packets import MQTT_3_1, MQTT_3_1_1, MQTT_5
 from mqttish.protocol.properties import NO_PROPERTIES, Properties, encode_properties
-from mqttish.protocol.wire import encode_string, encode_varint
+from mqttish.protocol.wire import encode_string
 
 
 class Message:
     """One published message: what every subscriber receives a copy of."""
 
     __slots__ = ("_frames", "expires_at", "origin", "payload", "properties", "qos", "retain",
-                 "topic")
+                 "store_id", "topic")
 
     def __init__(
         self,
@@ -41,6 +41,7 @@ class Message:
         self.properties = properties
         self.expires_at = expires_at  # absolute time on the broker's clock, from Message Expiry
         self.origin = origin  # client id of the publisher, for No Local
+        self.store_id = 0  # its id in the durable store, once a durable change needs it
         self._frames: dict[int, tuple[bytes, bytes]] = {}
 
     def __repr__(self) -> str:
@@ -52,6 +53,10 @@ class Message:
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    def remaining_time(self, now: float) -> float | None:
+        """Seconds until it expires (None: never)."""
+        return None if self.expires_at is None else self.expires_at - now
 
     def remaining_expiry(self, now: float) -> int | None:
         if self.expires_at is None:
@@ -73,14 +78,11 @@ class Message:
         frames = self._frames
         cached = frames.get(key)
         if cached is None:
-            topic = _encoded_topic(self.topic)
             if version == MQTT_5:
                 tail = encode_properties(self.properties, P.PUBLISH) + self.payload
             else:
                 tail = self.payload
-            remaining = len(topic) + (2 if qos else 0) + len(tail)
-            head = bytes((0x30 | (qos << 1) | retain,)) + encode_varint(remaining) + topic
-            cached = frames[key] = (head, tail) if qos else (head + tail, b"")
+            cached = frames[key] = publish_frame(_encoded_topic(self.topic), qos, retain, tail)
         return cached
 
 

@@ -3,7 +3,7 @@
 Plain integer attributes: incrementing one on the hot path costs one
 attribute store. Names follow Mosquitto's $SYS tree.
 
-`broker_stats()` reads everything the $SYS tree and /metrics show into one
+`Broker.stats()` reads everything the $SYS tree and /metrics show into one
 frozen `BrokerStats`, so both report the same figures; it walks the sessions
 and shared groups, so it is for the periodic $SYS update and a scrape, not
 for the hot path.
@@ -12,17 +12,13 @@ for the hot path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mqttish.core.broker import Broker
 
 
 class Metrics:
     __slots__ = (
         "bytes_received", "bytes_sent", "clients_connected", "clients_expired",
         "clients_maximum", "clients_total_connections", "connection_errors", "consumers_stalled",
-        "messages_received",
+        "logins_delayed", "logins_failed", "messages_received",
         "messages_sent",
         "publish_bytes_received", "publish_bytes_sent", "publish_dropped", "publish_received",
         "publish_sent", "sockets_opened",
@@ -43,6 +39,8 @@ class Metrics:
         self.clients_expired = 0
         self.clients_total_connections = 0  # connections accepted since start
         self.sockets_opened = 0  # network connections accepted, MQTT or not (the transport counts)
+        self.logins_failed = 0  # CONNECTs refused for their credentials (the transport counts)
+        self.logins_delayed = 0  # logins held back after failures from their address
         # Connections closed by an unexpected error of ours (a bug), at any layer: each one is
         # logged with its traceback and ends that connection only.
         self.connection_errors = 0
@@ -94,62 +92,11 @@ class BrokerStats:
     publish_bytes_sent: int
     bytes_received: int
     bytes_sent: int
+    logins_failed: int
+    logins_delayed: int
     retained_count: int
     retained_bytes: int
     subscriptions: int
     store_messages: int  # retained messages plus deliveries queued or in flight
     store_bytes: int  # their payload bytes
     shared_groups: tuple[SharedGroupStats, ...] = ()
-
-
-def broker_stats(broker: Broker, now: float, started_at: float) -> BrokerStats:
-    """Read the broker's counters and count what it holds."""
-    metrics = broker.metrics
-    retained = broker.retained
-    disconnected = 0
-    held = 0
-    held_bytes = 0
-    for session in broker.sessions.values():
-        if session.connection is None:
-            disconnected += 1
-        queue = session.queue
-        inflight = session.inflight
-        if queue or inflight:
-            held += len(queue) + len(inflight)
-            held_bytes += sum(len(d.message.payload) for d in queue)
-            held_bytes += sum(len(d.message.payload) for d in inflight.values())
-    groups = tuple(
-        SharedGroupStats(
-            group.name, group.topic_filter,
-            sum(1 for member in group.members.values() if member.session.connection is not None),
-            len(group.members), group.delivered, group.redelivered, group.dropped,
-            len(group.backlog))
-        for group in broker.subscriptions.groups()
-    )
-    return BrokerStats(
-        uptime=max(0.0, now - started_at),
-        clients_connected=metrics.clients_connected,
-        clients_disconnected=disconnected,
-        clients_maximum=metrics.clients_maximum,
-        clients_total=len(broker.sessions),
-        clients_expired=metrics.clients_expired,
-        connections_total=metrics.clients_total_connections,
-        sockets_total=metrics.sockets_opened,
-        connection_errors=metrics.connection_errors,
-        consumers_stalled=metrics.consumers_stalled,
-        messages_received=metrics.messages_received,
-        messages_sent=metrics.messages_sent,
-        publish_received=metrics.publish_received,
-        publish_sent=metrics.publish_sent,
-        publish_dropped=metrics.publish_dropped,
-        publish_bytes_received=metrics.publish_bytes_received,
-        publish_bytes_sent=metrics.publish_bytes_sent,
-        bytes_received=metrics.bytes_received,
-        bytes_sent=metrics.bytes_sent,
-        retained_count=retained.count,
-        retained_bytes=retained.bytes,
-        subscriptions=broker.subscriptions.count,
-        store_messages=retained.count + held,
-        store_bytes=retained.bytes + held_bytes,
-        shared_groups=groups,
-    )

@@ -1,41 +1,59 @@
 """Sessions: the state of one client id that outlives its network connections.
 
 A session owns its subscriptions, a bounded queue of deliveries not yet sent,
-the QoS 1/2 deliveries in flight (by packet identifier), the packet ids of
-QoS 2 messages received but not yet released, and its will. The connection
-attached to it (if any) turns queued deliveries into bytes.
+the QoS 1/2 deliveries in flight (`Outgoing`, by packet identifier), the packet
+ids of QoS 2 messages received but not yet released (`IncomingQos2`), and its
+will. The connection attached to it, if any, turns queued deliveries into
+bytes; the session knows it only as `Attached`. A persistent session records
+each durable change of its state in the broker's journal as it happens.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from enum import Enum
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 from mqttish.core.backpressure import Drainable
+from mqttish.core.hooks import ClientInfo
+from mqttish.core.journal import Journal
 from mqttish.core.message import Message
-from mqttish.protocol.packets import Will
-
-if TYPE_CHECKING:
-    from mqttish.core.connection import Connection
-    from mqttish.core.shared import SharedGroup
-    from mqttish.core.subscriptions import Subscription
+from mqttish.core.shared import SharedGroup
+from mqttish.core.store import (
+    DeliveryDeleted,
+    DeliverySaved,
+    DeliveryUpdated,
+    IncomingHeld,
+    IncomingReleased,
+)
+from mqttish.protocol.flow import FlightState, IncomingQos2, Outgoing
+from mqttish.protocol.packets import PubComp, PubRel, RetainHandling, Will
+from mqttish.protocol.reason_codes import ReasonCode
 
 NEVER_EXPIRES = 0xFFFFFFFF
 
-# An idle session's queue and id set are shared empty immutables: a deque costs
-# 600 bytes even when empty and a set 216, and idle sessions are the common case.
-# The methods that add swap in real ones; being a tuple and a frozenset, the
-# placeholders fail loudly if anything else tries to add to them.
+# An idle session's queue is a shared empty immutable: a deque costs 600 bytes even
+# when empty, and idle sessions are the common case. `enqueue` swaps in a real one;
+# being a tuple, the placeholder fails loudly if anything else tries to add to it.
 NO_QUEUE = cast("deque[Delivery]", ())
-NO_IDS = cast("set[int]", frozenset())
 
 
-class DeliveryState(Enum):
-    QUEUED = 0
-    AWAITING_PUBACK = 1
-    AWAITING_PUBREC = 2
-    AWAITING_PUBCOMP = 3
+class Attached(Protocol):
+    """The connection a session is attached to, as the core sees it."""
+
+    @property
+    def send_quota(self) -> int:
+        """QoS 1/2 deliveries the client accepts in flight (its receive window)."""
+
+    def notify(self) -> None:
+        """The session has something new for it to send."""
+
+    def dropped(self) -> None:
+        """A delivery for its client was dropped (its listener counts it too)."""
+
+    def close(self, now: float, reason: str, code: ReasonCode | None = None) -> None:
+        """End the connection (a takeover, a stalled client disconnected)."""
 
 
 class Delivery:
@@ -43,10 +61,10 @@ class Delivery:
 
     A QoS 0 delivery never changes after it is made, so the broker may give the
     same one to every session it suits; QoS 1 and 2 deliveries carry their own
-    packet id and state.
+    packet id, state and, in a persistent session, journal sequence number.
     """
 
-    __slots__ = ("dup", "group", "message", "packet_id", "qos", "retain", "state",
+    __slots__ = ("dup", "group", "message", "packet_id", "qos", "retain", "sequence", "state",
                  "subscription_ids")
 
     def __init__(
@@ -55,7 +73,7 @@ class Delivery:
         qos: int,
         retain: bool,
         subscription_ids: tuple[int, ...] = (),
-        group: SharedGroup | None = None,
+        group: SharedGroup[Subscription] | None = None,
         dup: bool = False,
     ) -> None:
         self.message = message
@@ -65,14 +83,32 @@ class Delivery:
         self.group = group  # the shared subscription group that chose this session, if any
         self.dup = dup  # another member may have received it before (shared subscriptions)
         self.packet_id = 0
-        self.state = DeliveryState.QUEUED
+        self.state = FlightState.QUEUED
+        self.sequence = 0  # its number in the journal (0: not journalled)
 
     def __repr__(self) -> str:
         return f"Delivery({self.message!r}, qos={self.qos}, {self.state.name}, id={self.packet_id})"
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One topic filter of one session, with its options."""
+
+    session: Session
+    topic_filter: str  # as the client sent it, including any $share/<group>/ prefix
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE
+    identifier: int | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self.session.client_id
+
+
 class SessionLimits(Protocol):
-    """The configuration a session's queue obeys (Config provides it)."""
+    """The settings a session's queue obeys (BrokerSettings provides them)."""
 
     @property
     def max_queued_messages(self) -> int: ...
@@ -86,8 +122,9 @@ class SessionLimits(Protocol):
 
 class Session(Drainable):
     __slots__ = (
-        "_next_packet_id", "client_id", "connection", "expires_at", "expiry_interval",
-        "incoming_qos2", "inflight", "last_progress", "limits", "queue", "queued_bytes",
+        "_sequence", "client", "client_id", "connection", "expires_at", "expiry_interval",
+        "incoming_qos2",
+        "journal", "last_progress", "limits", "outgoing", "queue", "queued_bytes",
         "shared_groups", "stalled", "subscriptions", "username", "will", "will_at",
     )
 
@@ -96,21 +133,22 @@ class Session(Drainable):
         self.client_id = client_id
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
-        self.shared_groups: tuple[SharedGroup, ...] = ()  # groups it is a member of
-        self.connection: Connection | None = None
+        self.shared_groups: tuple[SharedGroup[Subscription], ...] = ()  # groups it is in
+        self.connection: Attached | None = None
         self.queue = NO_QUEUE
         self.queued_bytes = 0
-        self.inflight: dict[int, Delivery] = {}
-        # Ids of QoS 2 messages received and not yet released by PUBREL (exactly once).
-        self.incoming_qos2 = NO_IDS
+        self.outgoing: Outgoing[Delivery] = Outgoing()
+        self.incoming_qos2 = IncomingQos2()
         self.expiry_interval = 0
         self.expires_at: float | None = None
         self.will: Will | None = None
         self.will_at: float | None = None
         self.username: str | None = None
-        self._next_packet_id = 1
+        self.client: ClientInfo | None = None  # as it last connected: for ACL checks
         self.last_progress = 0.0  # when its client last took or acknowledged a delivery
         self.stalled = False  # it made no progress for stall_timeout while publishers waited
+        self.journal: Journal | None = None  # while persistent, with a durable store
+        self._sequence = 0
 
     def __repr__(self) -> str:
         state = "online" if self.connection is not None else "offline"
@@ -119,6 +157,8 @@ class Session(Drainable):
     @property
     def persistent(self) -> bool:
         return self.expiry_interval > 0
+
+    # ------------------------------------------------------------------ progress
 
     def progressed(self, now: float) -> None:
         """Its client took deliveries or acknowledged one."""
@@ -139,7 +179,9 @@ class Session(Drainable):
         return len(self.queue) <= limits.max_queued_messages // 2 and (
             not limits.max_queued_bytes or self.queued_bytes <= limits.max_queued_bytes // 2)
 
-    def enqueue(self, delivery: Delivery) -> bool:
+    # ------------------------------------------------------------------ the queue
+
+    def enqueue(self, delivery: Delivery, now: float) -> bool:
         """Queue a delivery; False if it is not queued: the queue is full, or the
         session is offline and does not keep QoS 0 messages."""
         connection = self.connection
@@ -157,6 +199,13 @@ class Session(Drainable):
         if queue is NO_QUEUE:
             queue = self.queue = deque()
         queue.append(delivery)
+        journal = self.journal
+        if journal is not None and delivery.qos:
+            self._sequence += 1
+            delivery.sequence = self._sequence
+            journal.emit(DeliverySaved(self.client_id, self._sequence,
+                                       journal.message_id(delivery.message, now), delivery.qos,
+                                       delivery.retain, delivery.subscription_ids))
         if connection is not None:
             connection.notify()
         return True
@@ -167,71 +216,106 @@ class Session(Drainable):
             self.queued_bytes -= delivery.message.size
         return delivery
 
-    def start_flight(self, delivery: Delivery) -> int:
-        """Give a QoS 1/2 delivery a free packet identifier and record it as in flight."""
-        inflight = self.inflight
-        packet_id = self._next_packet_id
-        while packet_id in inflight:
-            packet_id = packet_id % 0xFFFF + 1
-        self._next_packet_id = packet_id % 0xFFFF + 1
-        delivery.packet_id = packet_id
-        delivery.state = (
-            DeliveryState.AWAITING_PUBACK if delivery.qos == 1 else DeliveryState.AWAITING_PUBREC
-        )
-        inflight[packet_id] = delivery
-        return packet_id
+    def discard(self, delivery: Delivery) -> None:
+        """A delivery taken from the queue will not be sent (it expired)."""
+        if delivery.sequence and self.journal is not None:
+            self.journal.emit(DeliveryDeleted(self.client_id, delivery.sequence))
 
-    def acknowledge(self, packet_id: int, expected: DeliveryState) -> Delivery | None:
-        """Complete (PUBACK, PUBCOMP) a flight in the expected state; None if there is none."""
-        delivery = self.inflight.get(packet_id)
-        if delivery is None or delivery.state is not expected:
-            return None
-        del self.inflight[packet_id]
-        return delivery
-
-    def received(self, packet_id: int) -> Delivery | None:
-        """A PUBREC arrived: the QoS 2 delivery now awaits PUBCOMP."""
-        delivery = self.inflight.get(packet_id)
-        if delivery is None or delivery.state is not DeliveryState.AWAITING_PUBREC:
-            return None
-        delivery.state = DeliveryState.AWAITING_PUBCOMP
-        return delivery
-
-    def take_queued(self, group: SharedGroup) -> list[Delivery]:
+    def take_queued(self, group: SharedGroup[Subscription]) -> list[Delivery]:
         """Remove and return the deliveries `group` gave this session that wait unsent."""
         taken = [d for d in self.queue if d.group is group]
         if taken:
             self.queue = deque(d for d in self.queue if d.group is not group)
             if self.limits.max_queued_bytes:
                 self.queued_bytes -= sum(d.message.size for d in taken)
+            for delivery in taken:
+                self.discard(delivery)
         return taken
 
-    def take_undelivered(self, group: SharedGroup) -> list[Delivery]:
+    def take_undelivered(self, group: SharedGroup[Subscription]) -> list[Delivery]:
         """Remove and return what `group` gave this session and the client has not got
         for sure: queued deliveries, and QoS 1/2 flights not yet acknowledged or received."""
         taken = self.take_queued(group)
-        for packet_id, delivery in list(self.inflight.items()):
-            if delivery.group is group and delivery.state is not DeliveryState.AWAITING_PUBCOMP:
-                del self.inflight[packet_id]
-                taken.append(delivery)
+        unfinished = [packet_id for packet_id, delivery in self.outgoing.flights.items()
+                      if delivery.group is group
+                      and delivery.state is not FlightState.AWAITING_PUBCOMP]
+        for delivery in self.outgoing.take(unfinished):
+            self.discard(delivery)
+            taken.append(delivery)
         return taken
 
-    def await_release(self, packet_id: int) -> None:
-        """A QoS 2 message arrived: it is not delivered again until its PUBREL."""
-        if self.incoming_qos2 is NO_IDS:
-            self.incoming_qos2 = set()
-        self.incoming_qos2.add(packet_id)
-
-    def release(self, packet_id: int) -> bool:
-        """PUBREL arrived; False if no QoS 2 message with this id was waiting."""
-        if packet_id not in self.incoming_qos2:
-            return False
-        self.incoming_qos2.discard(packet_id)
-        return True
+    def restore_deliveries(self, deliveries: Iterable[tuple[int, Delivery, int, FlightState]]
+                           ) -> None:
+        """Put back (sequence, delivery, packet id, state) from a store, in sequence order:
+        in flight if it was, queued otherwise (bounds are not applied: it was queued)."""
+        queue: deque[Delivery] = deque()
+        for sequence, delivery, packet_id, state in deliveries:
+            delivery.sequence = sequence
+            self._sequence = max(self._sequence, sequence)
+            if state is FlightState.QUEUED:
+                queue.append(delivery)
+                self.queued_bytes += delivery.message.size if self.limits.max_queued_bytes else 0
+            else:
+                delivery.packet_id = packet_id
+                delivery.state = state
+                self.outgoing.put(packet_id, delivery)
+        if queue:
+            self.queue = queue
 
     def clear(self) -> None:
-        """Forget all messages: the session starts over (clean start)."""
+        """Forget all messages: the session starts over (clean start) or ends."""
         self.queue = NO_QUEUE
         self.queued_bytes = 0
-        self.inflight.clear()
-        self.incoming_qos2 = NO_IDS
+        self.outgoing.clear()
+        self.incoming_qos2.clear()
+
+    # ------------------------------------------------------------------ QoS flows
+
+    def start_flight(self, delivery: Delivery) -> int:
+        """Give a QoS 1/2 delivery a free packet identifier and put it in flight."""
+        packet_id = self.outgoing.start(delivery, delivery.qos)
+        delivery.packet_id = packet_id
+        if delivery.sequence and self.journal is not None:
+            self.journal.emit(DeliveryUpdated(self.client_id, delivery.sequence, packet_id,
+                                              delivery.state))
+        return packet_id
+
+    def acknowledged(self, packet_id: int) -> Delivery | None:
+        """PUBACK: the delivery is over (None if no QoS 1 delivery awaited it)."""
+        return self._ended(self.outgoing.acknowledged(packet_id))
+
+    def completed(self, packet_id: int) -> Delivery | None:
+        """PUBCOMP: the delivery is over (None if no QoS 2 delivery awaited it)."""
+        return self._ended(self.outgoing.completed(packet_id))
+
+    def pubrec(self, packet_id: int, reason_code: int) -> tuple[Delivery | None, PubRel | None]:
+        """PUBREC: (the delivery it refused, the PUBREL to answer with)."""
+        refused, reply = self.outgoing.pubrec(packet_id, reason_code)
+        if refused is not None:
+            self._ended(refused)
+        elif reply is not None and not reply.reason_code and self.journal is not None:
+            delivery = self.outgoing.flights[packet_id]
+            if delivery.sequence:
+                self.journal.emit(DeliveryUpdated(self.client_id, delivery.sequence, packet_id,
+                                                  FlightState.AWAITING_PUBCOMP))
+        return refused, reply
+
+    def _ended(self, delivery: Delivery | None) -> Delivery | None:
+        if delivery is not None:
+            self.discard(delivery)
+        return delivery
+
+    def hold_incoming(self, packet_id: int) -> bool:
+        """A QoS 2 message arrived: False if its id is held already (a copy)."""
+        if not self.incoming_qos2.hold(packet_id):
+            return False
+        if self.journal is not None:
+            self.journal.emit(IncomingHeld(self.client_id, packet_id))
+        return True
+
+    def release_incoming(self, packet_id: int) -> PubComp:
+        """PUBREL arrived: the PUBCOMP to answer with."""
+        reply = self.incoming_qos2.release(packet_id)
+        if not reply.reason_code and self.journal is not None:
+            self.journal.emit(IncomingReleased(self.client_id, packet_id))
+        return reply

@@ -19,15 +19,12 @@ from __future__ import annotations
 import random
 import zlib
 from collections import deque
+from collections.abc import Sized
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from mqttish.core.backpressure import Drainable
 from mqttish.core.message import Message
-
-if TYPE_CHECKING:
-    from mqttish.core.session import Session
-    from mqttish.core.subscriptions import Subscription
 
 
 class Strategy(Enum):
@@ -37,17 +34,65 @@ class Strategy(Enum):
     STICKY = "sticky"
 
 
-def outstanding(session: Session) -> int:
+# What a group needs to know of its members (sessions and their subscriptions, defined
+# in core/session.py, which builds on this module).
+
+
+class _Window(Protocol):
+    @property
+    def send_quota(self) -> int: ...
+
+
+class _Flights(Protocol):
+    @property
+    def flights(self) -> Sized: ...
+
+
+class MemberSession(Protocol):
+    @property
+    def connection(self) -> _Window | None: ...
+
+    @property
+    def queue(self) -> Sized: ...
+
+    @property
+    def outgoing(self) -> _Flights: ...
+
+    def progressing(self, now: float, stall_timeout: float) -> bool: ...
+
+    def stall_deadline(self, stall_timeout: float) -> float: ...
+
+
+class Member(Protocol):
+    """One member's subscription to the group."""
+
+    @property
+    def session(self) -> MemberSession: ...
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def qos(self) -> int: ...
+
+    @property
+    def identifier(self) -> int | None: ...
+
+
+M = TypeVar("M", bound=Member)
+
+
+def outstanding(session: MemberSession) -> int:
     """Messages a session has been given and not yet completed."""
-    return len(session.inflight) + len(session.queue)
+    return len(session.outgoing.flights) + len(session.queue)
 
 
-def available(session: Session) -> bool:
+def available(session: MemberSession) -> bool:
     connection = session.connection
     return connection is not None and outstanding(session) < connection.send_quota
 
 
-class SharedGroup(Drainable):
+class SharedGroup(Drainable, Generic[M]):
     """The members of one shared subscription, and the messages waiting for one."""
 
     __slots__ = ("_random", "_turn", "backlog", "delivered", "dropped", "members", "name",
@@ -58,7 +103,7 @@ class SharedGroup(Drainable):
         self.name = name
         self.topic_filter = topic_filter
         self.strategy = strategy
-        self.members: dict[str, Subscription] = {}
+        self.members: dict[str, M] = {}
         self.backlog: deque[tuple[Message, bool]] = deque()  # (message, possibly seen before)
         self.delivered = 0
         self.redelivered = 0
@@ -80,7 +125,7 @@ class SharedGroup(Drainable):
     def share_name(self) -> str:
         return f"$share/{self.name}/{self.topic_filter}"
 
-    def pick(self, topic: str) -> Subscription | None:
+    def pick(self, topic: str) -> M | None:
         """The member to give a message on `topic` to, or None if it must wait."""
         members = list(self.members.values())
         if not members:

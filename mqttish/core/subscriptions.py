@@ -13,34 +13,14 @@ any change to the tree clears the cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from mqttish.core.session import Session
+from mqttish.core.session import Session, Subscription
 from mqttish.core.shared import SharedGroup, Strategy
 from mqttish.protocol.bounded_cache import BoundedCache
-from mqttish.protocol.packets import RetainHandling
 from mqttish.protocol.topics import parse_shared
 
 MATCH_CACHE_BYTES = 16 * 1024 * 1024
 MATCH_ITEM_BYTES = 150  # what one target of a cached match costs (Target, its tuple, a list slot)
 MAX_CACHED_MATCH = MATCH_CACHE_BYTES // 4  # a match for ~25,000 sessions is still cached
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """One topic filter of one session, with its options."""
-
-    session: Session
-    topic_filter: str  # as the client sent it, including any $share/<group>/ prefix
-    qos: int
-    no_local: bool = False
-    retain_as_published: bool = False
-    retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE
-    identifier: int | None = None
-
-    @property
-    def client_id(self) -> str:
-        return self.session.client_id
 
 
 class Target:
@@ -66,11 +46,14 @@ class Target:
 
 
 class Match:
-    __slots__ = ("groups", "targets")
+    __slots__ = ("groups", "readers", "targets")
 
-    def __init__(self, targets: list[Target], groups: list[SharedGroup]) -> None:
+    def __init__(self, targets: list[Target], groups: list[SharedGroup[Subscription]]) -> None:
         self.targets = targets
         self.groups = groups
+        # Security: the targets an ACL lets read this topic, and the hooks' generation they
+        # were worked out for (Broker._readers).
+        self.readers: tuple[int, frozenset[str]] | None = None
 
 
 class _Node:
@@ -79,7 +62,7 @@ class _Node:
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.subscribers: dict[str, Subscription] = {}
-        self.groups: dict[str, SharedGroup] = {}
+        self.groups: dict[str, SharedGroup[Subscription]] = {}
 
     def empty(self) -> bool:
         return not (self.children or self.subscribers or self.groups)
@@ -92,7 +75,7 @@ class SubscriptionTree:
         self._cache: BoundedCache[str, Match] = BoundedCache(MATCH_CACHE_BYTES, MAX_CACHED_MATCH)
         self.count = 0
 
-    def add(self, subscription: Subscription) -> SharedGroup | None:
+    def add(self, subscription: Subscription) -> SharedGroup[Subscription] | None:
         """Add or replace a subscription; return its group if it is a shared one."""
         shared = parse_shared(subscription.topic_filter)
         topic_filter = shared.topic_filter if shared else subscription.topic_filter
@@ -144,9 +127,9 @@ class SubscriptionTree:
             del path[depth - 1].children[levels[depth - 1]]
         return True
 
-    def groups(self) -> list[SharedGroup]:
+    def groups(self) -> list[SharedGroup[Subscription]]:
         """Every shared subscription group, for metrics."""
-        found: list[SharedGroup] = []
+        found: list[SharedGroup[Subscription]] = []
         stack = [self._root]
         while stack:
             node = stack.pop()
@@ -197,7 +180,7 @@ class SubscriptionTree:
     @staticmethod
     def _aggregate(nodes: list[_Node]) -> Match:
         by_session: dict[str, list[Subscription]] = {}
-        groups: list[SharedGroup] = []
+        groups: list[SharedGroup[Subscription]] = []
         for node in nodes:
             for client_id, subscription in node.subscribers.items():
                 existing = by_session.get(client_id)

@@ -11,7 +11,7 @@ escapes the decoder.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
 from mqttish.errors import LocalProtocolError, RemoteProtocolError, malformed, protocol_error
 from mqttish.log_text import clip
@@ -27,6 +27,7 @@ from mqttish.protocol.packets import (
     Connect,
     Disconnect,
     Packet,
+    PacketType,
     PingReq,
     PingResp,
     PubAck,
@@ -51,7 +52,7 @@ from mqttish.protocol.reason_codes import (
     connack_code_to_v3,
     suback_code_to_v3,
 )
-from mqttish.protocol.topics import parse_shared, validate_topic_filter, validate_topic_name
+from mqttish.protocol.topics import validate_subscription_filter, validate_topic_name
 from mqttish.protocol.wire import (
     MAX_VARINT,
     check_string,
@@ -143,6 +144,25 @@ def _encode_publish(packet: Publish, version: int) -> bytes:
     return _frame(publish_header(packet), b"".join(parts))
 
 
+PINGRESP = b"\xd0\x00"
+_PUBACK_HEAD = b"\x40\x02"
+
+
+def encode_puback(packet_id: int) -> bytes:
+    """A successful PUBACK, the same in 3.1.1 and 5.0: the hot path's shortcut."""
+    return _PUBACK_HEAD + packet_id.to_bytes(2, "big")
+
+
+def publish_frame(topic: bytes, qos: int, retain: bool, tail: bytes) -> tuple[bytes, bytes]:
+    """A PUBLISH split around its packet identifier: (head, tail). `topic` is the encoded
+    topic name, `tail` the (MQTT 5) properties and payload; for QoS 0 there is no
+    identifier, so head is the whole packet and tail is empty. One frame is shared by
+    every delivery that adds nothing of its own."""
+    remaining = len(topic) + (2 if qos else 0) + len(tail)
+    head = bytes((0x30 | (qos << 1) | retain,)) + encode_varint(remaining) + topic
+    return (head, tail) if qos else (head + tail, b"")
+
+
 def _ack_encoder(first_byte: int, kind: str) -> Callable[[PubAck, int], bytes]:
     def encode_ack(packet: PubAck, version: int) -> bytes:
         pid = _packet_id(packet.packet_id)
@@ -202,7 +222,7 @@ def _encode_pingreq(packet: PingReq, version: int) -> bytes:
 
 
 def _encode_pingresp(packet: PingResp, version: int) -> bytes:
-    return b"\xd0\x00"
+    return PINGRESP
 
 
 def _reason_and_properties(first_byte: int, kind: str) -> Callable[[Disconnect | Auth, int], bytes]:
@@ -221,22 +241,23 @@ def _reason_and_properties(first_byte: int, kind: str) -> Callable[[Disconnect |
     return encode_packet
 
 
-_ENCODERS: dict[type, Callable[[object, int], bytes]] = {
-    Connect: _encode_connect,  # type: ignore[dict-item]
-    ConnAck: _encode_connack,  # type: ignore[dict-item]
-    Publish: _encode_publish,  # type: ignore[dict-item]
-    PubAck: _ack_encoder(0x40, P.PUBACK),  # type: ignore[dict-item]
-    PubRec: _ack_encoder(0x50, P.PUBREC),  # type: ignore[dict-item]
-    PubRel: _ack_encoder(0x62, P.PUBREL),  # type: ignore[dict-item]
-    PubComp: _ack_encoder(0x70, P.PUBCOMP),  # type: ignore[dict-item]
-    Subscribe: _encode_subscribe,  # type: ignore[dict-item]
-    SubAck: _encode_suback,  # type: ignore[dict-item]
-    Unsubscribe: _encode_unsubscribe,  # type: ignore[dict-item]
-    UnsubAck: _encode_unsuback,  # type: ignore[dict-item]
-    PingReq: _encode_pingreq,  # type: ignore[dict-item]
-    PingResp: _encode_pingresp,  # type: ignore[dict-item]
-    Disconnect: _reason_and_properties(0xE0, P.DISCONNECT),  # type: ignore[dict-item]
-    Auth: _reason_and_properties(0xF0, P.AUTH),  # type: ignore[dict-item]
+# Each encoder takes its own packet type; the table is indexed by that type.
+_ENCODERS: dict[type[Packet], Callable[[Any, int], bytes]] = {
+    Connect: _encode_connect,
+    ConnAck: _encode_connack,
+    Publish: _encode_publish,
+    PubAck: _ack_encoder(0x40, P.PUBACK),
+    PubRec: _ack_encoder(0x50, P.PUBREC),
+    PubRel: _ack_encoder(0x62, P.PUBREL),
+    PubComp: _ack_encoder(0x70, P.PUBCOMP),
+    Subscribe: _encode_subscribe,
+    SubAck: _encode_suback,
+    Unsubscribe: _encode_unsubscribe,
+    UnsubAck: _encode_unsuback,
+    PingReq: _encode_pingreq,
+    PingResp: _encode_pingresp,
+    Disconnect: _reason_and_properties(0xE0, P.DISCONNECT),
+    Auth: _reason_and_properties(0xF0, P.AUTH),
 }
 
 
@@ -266,11 +287,6 @@ def _reason_code(code: int, kind: str) -> int:
         raise protocol_error(f"[{REASON_CODE_RULES[kind]}] {kind} cannot carry reason code "
                              f"0x{code:02X}")
     return code
-
-
-def validate_subscription_filter(topic_filter: str) -> None:
-    if parse_shared(topic_filter) is None:
-        validate_topic_filter(topic_filter)
 
 
 def _decode_connect(data: bytes, pos: int, end: int, flags: int, version: int) -> Connect:
@@ -396,8 +412,11 @@ def _decode_publish(data: bytes, pos: int, end: int, flags: int, version: int) -
     return Publish(topic, data[pos:end], qos, bool(flags & 1), dup, packet_id, properties)
 
 
-def _ack_decoder(cls: type[PubAck], kind: str) -> Callable[..., PubAck]:
-    def decode_ack(data: bytes, pos: int, end: int, flags: int, version: int) -> PubAck:
+_Ack = TypeVar("_Ack", PubAck, PubRec, PubRel, PubComp)
+
+
+def _ack_decoder(cls: type[_Ack], kind: str) -> Callable[..., _Ack]:
+    def decode_ack(data: bytes, pos: int, end: int, flags: int, version: int) -> _Ack:
         packet_id, pos = _nonzero_packet_id(data, pos, end)
         reason_code = 0
         properties = NO_PROPERTIES
@@ -525,21 +544,21 @@ def _decode_auth(data: bytes, pos: int, end: int, flags: int, version: int) -> A
 _Decoder = Callable[[bytes, int, int, int, int], Packet]
 # Indexed by packet type; the second item is the fixed-header flags the type requires.
 _DECODERS: dict[int, tuple[_Decoder, int | None]] = {
-    1: (_decode_connect, 0),
-    2: (_decode_connack, 0),
-    3: (_decode_publish, None),
-    4: (_ack_decoder(PubAck, P.PUBACK), 0),
-    5: (_ack_decoder(PubRec, P.PUBREC), 0),  # type: ignore[arg-type]
-    6: (_ack_decoder(PubRel, P.PUBREL), 2),  # type: ignore[arg-type]
-    7: (_ack_decoder(PubComp, P.PUBCOMP), 0),  # type: ignore[arg-type]
-    8: (_decode_subscribe, 2),
-    9: (_decode_suback, 0),
-    10: (_decode_unsubscribe, 2),
-    11: (_decode_unsuback, 0),
-    12: (_decode_pingreq, 0),
-    13: (_decode_pingresp, 0),
-    14: (_decode_disconnect, 0),
-    15: (_decode_auth, 0),
+    PacketType.CONNECT: (_decode_connect, 0),
+    PacketType.CONNACK: (_decode_connack, 0),
+    PacketType.PUBLISH: (_decode_publish, None),
+    PacketType.PUBACK: (_ack_decoder(PubAck, P.PUBACK), 0),
+    PacketType.PUBREC: (_ack_decoder(PubRec, P.PUBREC), 0),
+    PacketType.PUBREL: (_ack_decoder(PubRel, P.PUBREL), 2),
+    PacketType.PUBCOMP: (_ack_decoder(PubComp, P.PUBCOMP), 0),
+    PacketType.SUBSCRIBE: (_decode_subscribe, 2),
+    PacketType.SUBACK: (_decode_suback, 0),
+    PacketType.UNSUBSCRIBE: (_decode_unsubscribe, 2),
+    PacketType.UNSUBACK: (_decode_unsuback, 0),
+    PacketType.PINGREQ: (_decode_pingreq, 0),
+    PacketType.PINGRESP: (_decode_pingresp, 0),
+    PacketType.DISCONNECT: (_decode_disconnect, 0),
+    PacketType.AUTH: (_decode_auth, 0),
 }
 
 
@@ -635,11 +654,11 @@ class PacketDecoder:
         if required_flags is not None and flags != required_flags:
             raise malformed(f"[MQTT-2.2.2-2] invalid fixed header flags 0x{flags:X}")
         packet = decode(buf, pos + header, pos + total, flags, self.version)
-        if packet_type == 3:
+        if packet_type == PacketType.PUBLISH:
             if not flags and self.version != MQTT_5:
-                packet.raw = buf[pos:pos + total]  # type: ignore[union-attr]
-        elif packet_type == 1:
-            self.version = packet.protocol_level  # type: ignore[union-attr]
+                cast(Publish, packet).raw = buf[pos:pos + total]
+        elif packet_type == PacketType.CONNECT:
+            self.version = cast(Connect, packet).protocol_level
         return packet
 
     def _need_more(self, size: int) -> Packet | _NeedData:
@@ -659,7 +678,7 @@ class PacketDecoder:
         packet = self.next()
         if packet is NEED_DATA:
             raise StopIteration
-        return packet  # type: ignore[return-value]
+        return cast(Packet, packet)
 
 
 __all__ = ["MQTT_3_1", "MQTT_3_1_1", "MQTT_5", "NEED_DATA", "PROTOCOL_NAMES", "PacketDecoder",

@@ -183,21 +183,3 @@ Packet = (
     Connect | ConnAck | Publish | PubAck | PubRec | PubRel | PubComp | Subscribe | SubAck
     | Unsubscribe | UnsubAck | PingReq | PingResp | Disconnect | Auth
 )
-
-PACKET_TYPES: dict[type, PacketType] = {
-    Connect: PacketType.CONNECT,
-    ConnAck: PacketType.CONNACK,
-    Publish: PacketType.PUBLISH,
-    PubAck: PacketType.PUBACK,
-    PubRec: PacketType.PUBREC,
-    PubRel: PacketType.PUBREL,
-    PubComp: PacketType.PUBCOMP,
-    Subscribe: PacketType.SUBSCRIBE,
-    SubAck: PacketType.SUBACK,
-    Unsubscribe: PacketType.UNSUBSCRIBE,
-    UnsubAck: PacketType.UNSUBACK,
-    PingReq: PacketType.PINGREQ,
-    PingResp: PacketType.PINGRESP,
-    Disconnect: PacketType.DISCONNECT,
-    Auth: PacketType.AUTH,
-}

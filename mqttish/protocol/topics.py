@@ -75,6 +75,12 @@ def reserved_for_broker(topic: str) -> bool:
     return topic.startswith("$share")
 
 
+def validate_subscription_filter(topic_filter: str) -> None:
+    """A filter a SUBSCRIBE or UNSUBSCRIBE may carry: plain, or `$share/<group>/<filter>`."""
+    if parse_shared(topic_filter) is None:
+        validate_topic_filter(topic_filter)
+
+
 def has_wildcard(topic_filter: str) -> bool:
     return "+" in topic_filter or "#" in topic_filter
 

@@ -45,7 +45,7 @@ async def open_listeners(config: Config, listener: ListenerConfig) -> list[trio.
 
 
 ACCEPT_RETRY = 0.1  # seconds to wait when accept() fails for lack of resources
-_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 async def accept_connections(
@@ -65,7 +65,7 @@ async def accept_connections(
         try:
             stream = await listener.accept()
         except OSError as exc:
-            if exc.errno not in _CAPACITY_ERRNOS:
+            if exc.errno not in CAPACITY_ERRNOS:
                 raise
             log.error("cannot accept on %s (%s): retrying in %.1f s", stats.name, exc.strerror,
                       ACCEPT_RETRY)

@@ -258,8 +258,9 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
             # peer's Close while this task waited for it.
             try:
                 data = self._ws.send(event)
-            except WebSocketLocalProtocolError as exc:
-                raise trio.ClosedResourceError(f"the WebSocket is closing: {exc}") from None
+            except WebSocketLocalProtocolError:  # (its text holds the whole event: not logged)
+                raise trio.ClosedResourceError(
+                    f"the WebSocket is {self._ws.state.name.lower().replace('_', ' ')}") from None
             if data:
                 await self.transport_stream.send_all(data)
 

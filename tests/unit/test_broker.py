@@ -4,6 +4,7 @@ import pytest
 
 from mqttish.config import Config
 from mqttish.core.broker import Broker
+from mqttish.core.message import Message
 from mqttish.persistence.memory import MemoryStore
 from mqttish.protocol.packets import (
     MQTT_5,
@@ -103,7 +104,7 @@ def test_outgoing_qos2_flow(broker: Broker) -> None:
     [delivery] = sub.publishes()
     assert sub.send(PubRec(delivery.packet_id)) == [PubRel(delivery.packet_id)]  # type: ignore[arg-type]
     assert sub.send(PubComp(delivery.packet_id)) == []  # type: ignore[arg-type]
-    assert broker.sessions["sub"].inflight == {}
+    assert broker.sessions["sub"].outgoing.flights == {}
 
 
 def test_overlapping_subscriptions_deliver_once_at_highest_qos(broker: Broker) -> None:
@@ -274,6 +275,17 @@ def test_dollar_topics_hidden_from_leading_wildcards(broker: Broker) -> None:
     assert wildcard_only.publishes() == []
 
 
+def test_clients_cannot_publish_to_dollar_topics(broker: Broker) -> None:
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("$SYS/#", 0)
+    pub = Peer(broker, version=MQTT_5)
+    pub.connect("pub")
+    answer = pub.send(Publish("$SYS/broker/uptime", b"forged", qos=1, packet_id=1))
+    assert answer == [PubAck(1, ReasonCode.NOT_AUTHORIZED)]
+    assert sub.publishes() == []
+
+
 def test_state_survives_restart_through_the_store() -> None:
     store = MemoryStore()
     broker = Broker(Config(), store)
@@ -306,11 +318,36 @@ def test_v5_session_expiry(broker: Broker) -> None:
 
 
 def test_sys_topics_are_retained_but_not_saved() -> None:
-    from mqttish.core.message import Message
+    from mqttish.core.journal import Journal
+    from mqttish.core.store import RetainedSaved
 
-    store = MemoryStore()
-    broker = Broker(Config(), store)
+    journal = Journal()
+    broker = Broker(Config(), journal=journal)
     broker.publish(Message("$SYS/broker/uptime", b"5 seconds", retain=True), now=0)
     broker.publish(Message("app/state", b"on", retain=True), now=0)
     assert broker.retained.get("$SYS/broker/uptime") is not None
-    assert list(store.retained) == ["app/state"]
+    saved = [change.topic for change in journal.changes if isinstance(change, RetainedSaved)]
+    assert saved == ["app/state"]
+
+
+def test_a_resumed_session_resends_within_a_lowered_receive_maximum(broker: Broker) -> None:
+    """[MQTT-3.3.4-9]: a client that comes back with a smaller Receive Maximum gets no more
+    unacknowledged PUBLISHes than it allows; the rest follow as it acknowledges."""
+    from mqttish.protocol.properties import Properties
+
+    sub = Peer(broker, MQTT_5)
+    sub.connect("sub", clean_start=False, properties=Properties(session_expiry_interval=60))
+    sub.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(5)))
+    assert len(sub.publishes()) == 5
+    sub.drop()
+    back = Peer(broker, MQTT_5)
+    back.connect("sub", clean_start=False,
+                 properties=Properties(session_expiry_interval=60, receive_maximum=2))
+    resent = back.publishes()
+    assert [(p.payload, p.dup) for p in resent] == [(b"0", True), (b"1", True)]
+    after_ack = [p for p in back.send(PubAck(resent[0].packet_id or 0))
+                 if isinstance(p, Publish)]
+    assert [(p.payload, p.dup) for p in after_ack] == [(b"2", True)]

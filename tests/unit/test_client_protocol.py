@@ -334,7 +334,7 @@ def test_qos1_publish_completes_on_puback() -> None:
     assert sent(protocol) == [Publish("a", b"x", 1, packet_id=packet_id)]
     feed(protocol, PubAck(packet_id or 0))
     assert events(protocol) == [Completed(packet_id or 0, PubAck(packet_id or 0))]
-    assert protocol.inflight == {}
+    assert protocol.outgoing.flights == {}
 
 
 def test_qos2_publish_answers_pubrec_and_completes_on_pubcomp() -> None:
@@ -371,7 +371,7 @@ def test_receive_maximum_bounds_the_send_window() -> None:
 def test_packet_ids_in_use_are_skipped() -> None:
     protocol = connected()
     first = protocol.publish("a", b"", qos=1)
-    protocol._next_id = first or 0  # wrap around onto the id still in flight
+    protocol.outgoing._next_id = first or 0  # wrap around onto the id still in flight
     second = protocol.publish("a", b"", qos=1)
     assert second != first
 

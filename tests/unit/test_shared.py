@@ -85,7 +85,7 @@ def test_departed_member_work_goes_to_the_others(strategy: str) -> None:
     assert all(m.dup for m in redelivered if m.payload in {u.payload for u in unacked})
     group = broker.subscriptions.groups()[0]
     assert group.redelivered == len(unacked)
-    assert not broker.sessions["w0"].inflight
+    assert not broker.sessions["w0"].outgoing.flights
 
 
 def test_messages_wait_for_an_offline_group_and_go_to_the_first_member_back() -> None:
@@ -142,7 +142,7 @@ def test_unsubscribing_member_hands_back_its_work() -> None:
     [in_flight] = leaving.publishes()
     leaving.send(Unsubscribe(9, (SHARE,)))
     # [MQTT-3.10.4-3]: the message already sent is still the leaving member's to finish.
-    assert broker.sessions["w0"].inflight[in_flight.packet_id].message.payload == b"0"
+    assert broker.sessions["w0"].outgoing.flights[in_flight.packet_id].message.payload == b"0"
     received = []
     while got := staying.publishes():
         received.extend(m.payload for m in got)

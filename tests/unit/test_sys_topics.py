@@ -11,7 +11,7 @@ import pytest
 from mqttish.config import Config
 from mqttish.core.broker import Broker
 from mqttish.core.message import Message
-from mqttish.core.metrics import BrokerStats, SharedGroupStats, broker_stats
+from mqttish.core.metrics import BrokerStats, SharedGroupStats
 from mqttish.core.sys_topics import SysTree
 from tests.unit.peer import Peer
 
@@ -21,7 +21,8 @@ ZERO = BrokerStats(
     consumers_stalled=0,
     messages_received=0, messages_sent=0, publish_received=0, publish_sent=0,
     publish_dropped=0, publish_bytes_received=0, publish_bytes_sent=0, bytes_received=0,
-    bytes_sent=0, retained_count=0, retained_bytes=0, subscriptions=0, store_messages=0,
+    bytes_sent=0, logins_failed=0, logins_delayed=0, retained_count=0, retained_bytes=0,
+    subscriptions=0, store_messages=0,
     store_bytes=0,
 )
 
@@ -92,7 +93,7 @@ def test_broker_stats_counts_what_the_broker_holds() -> None:
     broker = Broker(Config())
     broker.publish(Message("a/b", b"12345", retain=True), 0.0)
     broker.publish(Message("a/c", b"xy", retain=True), 0.0)
-    stats = broker_stats(broker, now=30.0, started_at=10.0)
+    stats = broker.stats(now=30.0, started_at=10.0)
     assert stats.uptime == 20.0
     assert stats.retained_count == 2
     assert stats.store_messages == 2
@@ -108,5 +109,5 @@ def test_a_killed_members_session_is_no_connected_member() -> None:
         worker.connect(f"w{index}", clean_start=False)  # persistent: outlives the connection
         worker.subscribe("$share/pool/jobs/+", 1)
     workers[0].drop()
-    [group] = broker_stats(broker, now=1.0, started_at=0.0).shared_groups
+    [group] = broker.stats(now=1.0, started_at=0.0).shared_groups
     assert (group.members, group.sessions) == (2, 3)

@@ -198,7 +198,7 @@ def test_auth_packet_without_method_is_a_protocol_error(broker: BrokerThread) ->
 
 
 def test_redirect_to_another_server(start_broker) -> None:  # type: ignore[no-untyped-def]
-    from mqttish.config import RedirectConfig
+    from mqttish.core.settings import RedirectConfig
 
     moved = start_broker(redirect=RedirectConfig("other.example:1883", permanent=True))
     raw = RawClient(moved.port, MQTT_5)

@@ -162,7 +162,7 @@ def test_receive_maximum_limits_unacknowledged_messages(broker: BrokerThread) ->
     raw.send(PubAck(first.packet_id))  # type: ignore[arg-type]
     third = raw.receive()
     assert isinstance(third, Publish) and third.payload == b"2"
-    assert broker.call(lambda: len(broker.broker.sessions["slow"].inflight)) == 2
+    assert broker.call(lambda: len(broker.broker.sessions["slow"].outgoing.flights)) == 2
 
 
 def test_broker_receive_maximum_enforced_for_qos2(start_broker) -> None:  # type: ignore[no-untyped-def]

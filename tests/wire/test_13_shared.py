@@ -79,7 +79,7 @@ def test_least_loaded_avoids_a_stalled_member(start_broker) -> None:  # type: ig
     assert all(isinstance(p, Publish) for p in stuck)
     received = collect(sink, 195)
     assert sorted(received) == ["h0", "h1"]
-    assert len(broker.call(lambda: broker.broker.sessions["stalled"].inflight)) == 5
+    assert len(broker.call(lambda: broker.broker.sessions["stalled"].outgoing.flights)) == 5
     stuck_payloads = Counter(p.payload for p in stuck)  # type: ignore[union-attr]
     assert payloads(received) + stuck_payloads == Counter(str(i).encode() for i in range(200))
 

@@ -184,7 +184,7 @@ def test_sys_interval_zero_publishes_nothing(start_broker: Callable[..., BrokerT
 
 def test_metrics_counters_move(start_broker: Callable[..., BrokerThread]) -> None:
     broker = start_broker(listeners=websocket_listeners(), max_inflight_messages=1,
-                          max_queued_messages=1, stall_timeout=0.5)
+                          max_queued_messages=1, stall_timeout=2.0)
     tcp_port, ws_port = broker.ports
     before = scrape(ws_port)
     assert before[("mqttish_build_info", (("version", "0.1.0"),))] == 1

@@ -18,8 +18,11 @@ would destroy the DISCONNECT before the client reads it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
+from mqttish.auth.gate import ConnectionSecurity
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection, ListenerCounters
 from mqttish.transport.listeners import peer_name
@@ -41,8 +44,8 @@ class _Writer:
     send before it gets its PUBACK.
     """
 
-    __slots__ = ("connection", "finished", "input_wanted", "reading", "resume", "running",
-                 "scope", "spawner", "stream")
+    __slots__ = ("changed", "connection", "finished", "reading", "resume", "running", "scope",
+                 "spawner", "stream")
 
     def __init__(self, stream: trio.abc.Stream, connection: Connection,
                  spawner: trio.Nursery) -> None:
@@ -54,15 +57,17 @@ class _Writer:
         self.scope: trio.CancelScope | None = None  # while running
         self.reading: trio.CancelScope | None = None  # the reader's, while it reads
         self.finished: trio.Event | None = None  # made when someone waits for the task
-        self.input_wanted: trio.Event | None = None  # made while the reader waits for it
+        self.changed: trio.Event | None = None  # made while the reader waits for a change
 
     def on_output(self) -> None:
         """The connection has something new to send (or has just closed)."""
         if self.spawner is None:
             return
-        if self.connection.closed and self.reading is not None:
-            grace = trio.current_time() + CLOSE_GRACE
-            self.reading.deadline = min(self.reading.deadline, grace)
+        if self.connection.closed:
+            if self.reading is not None:
+                grace = trio.current_time() + CLOSE_GRACE
+                self.reading.deadline = min(self.reading.deadline, grace)
+            self._changed()
         self._run()
 
     def on_resume(self) -> None:
@@ -86,8 +91,7 @@ class _Writer:
                     if self.resume:
                         self.resume = False
                         connection.receive_data(b"", trio.current_time())
-                        if self.input_wanted is not None and connection.wants_input:
-                            self.input_wanted.set()
+                        self._changed()
                     data = connection.data_to_send(trio.current_time())
                     if data:
                         await stream.send_all(data)
@@ -106,7 +110,7 @@ class _Writer:
         finally:
             self.scope = None
             self.running = False
-            for event in (self.finished, self.input_wanted):  # nobody waits for a gone writer
+            for event in (self.finished, self.changed):  # nobody waits for a gone writer
                 if event is not None:
                     event.set()
 
@@ -118,14 +122,18 @@ class _Writer:
         if self.connection.broker.shutting_down and self.reading is not None:
             self.reading.cancel()
 
-    async def wait_until_input_wanted(self) -> None:
-        """Wait until the connection wants input again (see `Connection.wants_input`)."""
-        self.input_wanted = trio.Event()
+    def _changed(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+
+    async def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Wait until `ready()`, checked whenever the connection resumes or closes."""
         try:
-            if not self.connection.wants_input:
-                await self.input_wanted.wait()
+            while not ready():
+                self.changed = trio.Event()
+                await self.changed.wait()
         finally:
-            self.input_wanted = None
+            self.changed = None
 
     async def wait_until_sent(self, deadline: float) -> None:
         """Let a running writer finish its last bytes, until `deadline`."""
@@ -140,23 +148,26 @@ class _Writer:
             self.scope.cancel()
 
 
-async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
-                           counters: ListenerCounters | None = None) -> None:
+async def serve_stream(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nursery,
+                       counters: ListenerCounters, security: ConnectionSecurity) -> None:
     """Run one client connection to its end; never raises.
 
     This task reads: until the client closes, or the deadline of `reading`
     passes (the keepalive, or the close grace; for a held publisher, the stall
     check of the queue it waits for, after which it reads on). `spawner` is a
     nursery that outlives the connection (the server's), where its writer runs
-    while there is output; `counters` are its listener's. One function, not a
-    reader helper: each coroutine frame is memory every idle client holds.
+    while there is output; `counters` are its listener's, and `security` what
+    the listener knows of the client (which listener, its certificate's name)
+    and where its credentials are checked. One function, not a reader helper:
+    each coroutine frame is memory every idle client holds.
     """
-    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters)
+    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters,
+                            listener=security.listener, identity=security.identity)
     writer = _Writer(stream, connection, spawner)
     connection.on_output = writer.on_output
     connection.on_resume = writer.on_resume
     try:
-        ended = False
+        ended = eof = False
         while not ended:
             ended = True
             with trio.CancelScope() as reading:
@@ -164,8 +175,14 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
                 while True:
                     if not connection.closed:
                         reading.deadline = connection.read_deadline(trio.current_time())
+                    if eof:  # what the client sent before its close is still being handled
+                        if connection.closed:
+                            break
+                        await writer.wait_until(lambda: connection.closed)
+                        continue
                     if not connection.wants_input:
-                        await writer.wait_until_input_wanted()
+                        await writer.wait_until(
+                            lambda: connection.wants_input or connection.closed)
                         continue
                     try:
                         data = await stream.receive_some(RECEIVE_SIZE)
@@ -173,9 +190,12 @@ async def serve_connection(stream: trio.abc.Stream, broker: Broker, spawner: tri
                         _lost(connection, exc)
                         break
                     if not data:
-                        connection.close(trio.current_time(), "connection closed by peer")
-                        break
+                        eof = True
+                        connection.input_ended(trio.current_time())
+                        continue
                     connection.receive_data(data, trio.current_time())
+                    if connection.pending_connect is not None:  # security: off the loop
+                        await security.logins.check(connection, reading.deadline)
             writer.reading = None
             if reading.cancelled_caught and not connection.closed:
                 connection.read_deadline_expired(trio.current_time())

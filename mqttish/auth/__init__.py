@@ -1,0 +1,1 @@
+"""Authentication and authorisation: password file, ACL file, limits, plugged in as hooks."""

@@ -1,0 +1,401 @@
+"""Plain TCP clients served from one task, in the order their bytes arrived.
+
+Theory of operation. A trio task per connection costs several KiB (the task,
+its coroutine frame, a cancel scope, trio's socket objects) and two task
+switches per message, and trio runs the tasks woken by one poll in an order
+of its own: input from two clients could take effect in the opposite order
+from the one it arrived in (a SUBSCRIBE sent before another client's PUBLISH
+would miss it). So plain TCP sockets get no task of their own. They are
+registered with an epoll object of ours, whose file descriptor trio watches
+(`trio.lowlevel.wait_readable`), and one task, `Multiplexer.run`, serves them:
+
+1. it takes the ready sockets in the order the kernel reports them, which is
+   the order they became ready, and reads at most one chunk from each, which
+   its sans-IO `Connection` handles at once;
+2. then it sends the output of every connection that has some, with
+   non-blocking sends, before it reads again: deliveries and acknowledgements
+   always go out before more input is taken;
+3. then it lets other trio tasks run, and goes round again, or sleeps until a
+   socket is ready, a deadline passes, or another task gives one of its
+   connections output (which cancels the sleep).
+
+A socket that cannot take all its output is also watched for writability;
+until it drains, its client's deliveries wait in the session queue, which is
+what bounds them and what tells backpressure whether the client is making
+progress. A connection that does not want input (its PUBLISH is held by a
+full queue, or it does not read its replies) is not watched for readability:
+TCP pushes back on the client. Deadlines (connect timeout, keepalive, a held
+publisher's stall check, the close grace) live in a heap, one entry per
+connection, moved lazily.
+
+Closing follows transport/stream.py: the last bytes, then a half-close,
+then reading and discarding until the client closes (at most CLOSE_GRACE
+seconds), so that unread input does not turn the close into a reset.
+
+TLS and WebSocket connections keep a task each (transport/stream.py), as
+do all connections where there is no epoll (not Linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import itertools
+import logging
+import math
+import select
+import socket
+
+import trio
+
+from mqttish.core.broker import Broker
+from mqttish.core.connection import Connection
+from mqttish.transport.listeners import ACCEPT_RETRY, CAPACITY_ERRNOS, ListenerStats
+from mqttish.transport.stream import CLOSE_GRACE, RECEIVE_SIZE
+
+log = logging.getLogger("mqttish.multiplexer")
+
+AVAILABLE = hasattr(select, "epoll")
+MAX_EVENTS = 1024  # sockets handled per round
+ACCEPT_BATCH = 64  # connections accepted per listener per round
+
+_IN = getattr(select, "EPOLLIN", 1)
+_OUT = getattr(select, "EPOLLOUT", 4)
+_FAILED = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
+# accept() errors that concern only the client that gave up meanwhile.
+_CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+
+
+class _Listener:
+    """A listening socket, its connection limit and its figures."""
+
+    __slots__ = ("limit", "sock", "stats")
+
+    def __init__(self, sock: socket.socket, limit: int, stats: ListenerStats) -> None:
+        self.sock = sock
+        self.limit = limit
+        self.stats = stats
+
+
+class _Slot:
+    """One client socket and its sans-IO connection."""
+
+    __slots__ = ("closed", "closing_at", "connection", "deadline", "eof", "fd", "lingering",
+                 "mask", "mux", "pending", "resume", "scheduled", "sock", "stats", "timer")
+
+    def __init__(self, mux: Multiplexer, sock: socket.socket, stats: ListenerStats) -> None:
+        self.mux = mux
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.stats = stats
+        self.connection: Connection  # set right after, with these callbacks
+        self.mask = _IN  # what epoll watches for
+        self.pending: memoryview | None = None  # output the socket has not taken yet
+        self.resume = False  # the connection asked to go on with its buffered input
+        self.scheduled = False  # in the multiplexer's work list
+        self.deadline = math.inf
+        self.timer = math.inf  # when its heap entry is due
+        self.closing_at = math.inf  # end of the close grace, once the connection closed
+        self.lingering = False  # half-closed: reading until the client closes
+        self.eof = False  # the client closed its side
+        self.closed = False  # the socket is closed and forgotten
+
+    def output_ready(self) -> None:
+        self.mux.schedule(self)
+
+    def input_ready(self) -> None:
+        self.resume = True
+        self.mux.schedule(self)
+
+
+class Multiplexer:
+    """Serves the plain TCP connections of every `mqtt` listener from one task."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._epoll = select.epoll()
+        self._slots: dict[int, _Slot] = {}
+        self._listeners: dict[int, _Listener] = {}
+        self._work: list[_Slot] = []
+        self._timers: list[tuple[float, int, _Slot | _Listener]] = []
+        self._sequence = itertools.count()
+        self._sleep: trio.CancelScope | None = None
+        self._closed_all: trio.Event | None = None  # made when someone waits for it
+
+    @property
+    def connections(self) -> int:
+        return len(self._slots)
+
+    def add_listener(self, sock: socket.socket, limit: int, stats: ListenerStats) -> None:
+        """Accept on `sock` (a listening socket now ours), up to `limit` open (0: any)."""
+        sock.setblocking(False)
+        self._listeners[sock.fileno()] = _Listener(sock, limit, stats)
+        self._epoll.register(sock.fileno(), _IN)
+
+    def stop_accepting(self) -> None:
+        for fd, listener in list(self._listeners.items()):
+            self._epoll_forget(fd)
+            listener.sock.close()
+        self._listeners.clear()
+
+    async def wait_closed(self) -> None:
+        """Wait until every connection is gone (at shutdown)."""
+        if self._slots:
+            self._closed_all = trio.Event()
+            await self._closed_all.wait()
+
+    def schedule(self, slot: _Slot) -> None:
+        """The connection has output, or input to go on with: serve it this round."""
+        if not slot.scheduled and not slot.closed:
+            slot.scheduled = True
+            self._work.append(slot)
+            if self._sleep is not None:
+                self._sleep.cancel()
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        poll = self._epoll.poll
+        timers = self._timers
+        task_status.started()
+        try:
+            while True:
+                events = poll(0, MAX_EVENTS)
+                now = trio.current_time()
+                for fd, mask in events:
+                    self._handle(fd, mask, now)
+                if timers and timers[0][0] <= now:
+                    self._expire(now)
+                if self._work:
+                    self._serve_work(now)
+                if events or self._work:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await self._idle(timers[0][0] if timers else math.inf)
+        finally:
+            for slot in list(self._slots.values()):
+                self._close(slot, trio.current_time())
+            self.stop_accepting()
+            self._epoll.close()
+
+    async def _idle(self, deadline: float) -> None:
+        """Sleep until a socket is ready, `deadline`, or `schedule()`."""
+        with trio.CancelScope(deadline=deadline) as self._sleep:
+            await trio.lowlevel.wait_readable(self._epoll.fileno())
+        self._sleep = None
+
+    # ------------------------------------------------------------------ events
+
+    def _handle(self, fd: int, mask: int, now: float) -> None:
+        slot = self._slots.get(fd)
+        if slot is None:
+            listener = self._listeners.get(fd)
+            if listener is not None:
+                self._accept(listener, now)
+            return
+        try:
+            if mask & _OUT and slot.pending is not None:
+                self._send(slot, now)
+            if mask & _IN:
+                self._read(slot, now)
+            elif mask & _FAILED:  # not reading, and the socket failed: nothing more to do
+                slot.connection.close(now, "connection lost")
+                self._close(slot, now)
+            if not slot.closed:
+                self._update(slot, now)
+        except Exception:  # a fault domain: an error of ours ends this connection only
+            self._internal_error(slot, now)
+
+    def _read(self, slot: _Slot, now: float) -> None:
+        connection = slot.connection
+        try:
+            data = slot.sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            connection.close(now, f"connection lost: {exc.strerror or exc}")
+            self._close(slot, now)
+            return
+        if not data:
+            slot.eof = True
+            if connection.closed:
+                self._close(slot, now)
+            else:
+                connection.input_ended(now)  # what it sent before is still handled
+            return
+        connection.receive_data(data, now)  # discarded if it is closed (lingering)
+
+    def _serve_work(self, now: float) -> None:
+        work, self._work = self._work, []
+        for slot in work:
+            slot.scheduled = False
+            if slot.closed:
+                continue
+            try:
+                if slot.resume:
+                    slot.resume = False
+                    slot.connection.receive_data(b"", now)
+                if slot.pending is None:
+                    self._send(slot, now)
+                if not slot.closed:
+                    self._update(slot, now)
+            except Exception:
+                self._internal_error(slot, now)
+
+    def _send(self, slot: _Slot, now: float) -> None:
+        """Send pending output, then whatever the connection has ready, until the
+        socket would block."""
+        connection = slot.connection
+        send = slot.sock.send
+        while True:
+            data: memoryview | bytes | None = slot.pending
+            if data is None:
+                data = connection.data_to_send(now)
+                if not data:
+                    return
+            try:
+                sent = send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                slot.pending = None
+                connection.close(now, f"connection lost: {exc.strerror or exc}")
+                self._close(slot, now)
+                return
+            if sent < len(data):
+                slot.pending = memoryview(data)[sent:]
+                return
+            slot.pending = None
+
+    def _update(self, slot: _Slot, now: float) -> None:
+        """Watch the socket for what the connection needs now, and set its deadline."""
+        connection = slot.connection
+        if connection.closed:
+            if slot.closing_at == math.inf:
+                slot.closing_at = now + CLOSE_GRACE
+                if slot.pending is None:
+                    self._send(slot, now)  # the last bytes, a DISCONNECT with the reason
+                    if slot.closed:
+                        return
+            if slot.pending is None and not slot.lingering:
+                if slot.eof or self.broker.shutting_down:
+                    self._close(slot, now)
+                    return
+                try:
+                    slot.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    self._close(slot, now)
+                    return
+                slot.lingering = True
+            want = _IN | (_OUT if slot.pending is not None else 0)
+            deadline = slot.closing_at
+        else:
+            want = (_IN if connection.wants_input and not slot.eof else 0) | (
+                _OUT if slot.pending is not None else 0)
+            deadline = connection.read_deadline(now)
+        if want != slot.mask:
+            self._epoll.modify(slot.fd, want)
+            slot.mask = want
+        slot.deadline = deadline
+        if deadline < slot.timer:
+            slot.timer = deadline
+            heapq.heappush(self._timers, (deadline, next(self._sequence), slot))
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _expire(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, item = heapq.heappop(timers)
+            if type(item) is _Listener:
+                self._resume_accepting(item)
+                continue
+            slot: _Slot = item  # type: ignore[assignment]
+            if slot.closed or when != slot.timer:
+                continue  # superseded by an earlier entry, or gone
+            slot.timer = math.inf
+            if slot.deadline > now:  # it moved on since: come back then
+                slot.timer = slot.deadline
+                heapq.heappush(timers, (slot.deadline, next(self._sequence), slot))
+                continue
+            try:
+                if slot.connection.closed:
+                    slot.connection.close(now, "close grace over")
+                    self._close(slot, now)
+                    continue
+                slot.connection.read_deadline_expired(now)
+                self._update(slot, now)
+            except Exception:
+                self._internal_error(slot, now)
+
+    # ------------------------------------------------------------------ sockets
+
+    def _accept(self, listener: _Listener, now: float) -> None:
+        stats = listener.stats
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = listener.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _CLIENT_GONE:
+                    continue
+                log.error("cannot accept on %s (%s): retrying in %.1f s", stats.name,
+                          exc.strerror or exc, ACCEPT_RETRY)
+                if exc.errno in CAPACITY_ERRNOS:
+                    self._epoll_forget(listener.sock.fileno())
+                    heapq.heappush(self._timers,
+                                   (now + ACCEPT_RETRY, next(self._sequence), listener))
+                return
+            peer = f"{address[0]}:{address[1]}"
+            if listener.limit and stats.open >= listener.limit:
+                stats.refused += 1
+                log.warning("refusing %s: listener %s at max_connections (%d)", peer,
+                            stats.name, listener.limit)
+                sock.close()
+                continue
+            self._add(sock, peer, stats, now)
+
+    def _resume_accepting(self, listener: _Listener) -> None:
+        if listener.sock.fileno() in self._listeners:
+            self._epoll.register(listener.sock.fileno(), _IN)
+
+    def _add(self, sock: socket.socket, peer: str, stats: ListenerStats, now: float) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        slot = _Slot(self, sock, stats)
+        slot.connection = Connection(self.broker, peer, now, on_output=slot.output_ready,
+                                     counters=stats, on_resume=slot.input_ready)
+        self._slots[slot.fd] = slot
+        self._epoll.register(slot.fd, _IN)
+        stats.accepted += 1
+        stats.open += 1
+        self.broker.metrics.sockets_opened += 1
+        self._update(slot, now)
+
+    def _close(self, slot: _Slot, now: float) -> None:
+        """Forget a socket; its connection ends now if it had not yet."""
+        if slot.closed:
+            return
+        slot.closed = True
+        slot.pending = None
+        del self._slots[slot.fd]
+        self._epoll_forget(slot.fd)
+        slot.sock.close()
+        slot.stats.open -= 1
+        try:
+            slot.connection.connection_lost(now)
+        except Exception:
+            slot.connection.internal_error(now)
+        if not self._slots and self._closed_all is not None:
+            self._closed_all.set()
+
+    def _internal_error(self, slot: _Slot, now: float) -> None:
+        slot.connection.internal_error(now)  # logged with its traceback, and counted
+        self._close(slot, now)
+
+    def _epoll_forget(self, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError):  # not registered, or already closed
+            self._epoll.unregister(fd)
