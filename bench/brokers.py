@@ -229,8 +229,13 @@ class Mqttish(BrokerKind):
 
     def _write_config(self, port: int, workdir: Path, settings: BrokerSettings) -> Path:
         config = workdir / f"mqttish-{port}.yaml"
-        lines = ["# written by bench/brokers.py for one run", "listeners:",
-                 f"  - port: {port}", "log_level: warning"]
+        config.write_text(self.config_text(port, settings))
+        return config
+
+    def config_text(self, port: int, settings: BrokerSettings) -> str:
+        """The YAML configuration the harness gives mqttish for one scenario."""
+        lines = ["# written by bench/brokers.py", "listeners:", f"  - port: {port}",
+                 "log_level: warning"]
         if settings.max_inflight is not None:
             lines.append(f"max_inflight_messages: {settings.max_inflight}")
         if settings.max_queued is not None:
@@ -240,8 +245,7 @@ class Mqttish(BrokerKind):
         key = self.stall_timeout_key
         if settings.stall_timeout is not None and key and self._has_config_key(key):
             lines.append(f"{key}: {settings.stall_timeout:g}")
-        config.write_text("\n".join(lines) + "\n")
-        return config
+        return "\n".join(lines) + "\n"
 
     def _has_config_key(self, key: str) -> bool:
         """Whether the mqttish being run knows `key` (an older --mqttish-rev may not)."""
