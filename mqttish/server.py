@@ -107,7 +107,7 @@ class Server:
             self._site = Site(MetricsExporter(self.scrape).render)
         multiplexer = None
         if multiplexing.AVAILABLE and any(map(self._multiplexed, config.listeners)):
-            multiplexer = multiplexing.Multiplexer(broker)
+            multiplexer = multiplexing.Multiplexer(broker, self._logins, self._connection_rate)
         async with trio.open_nursery() as nursery:
             if self.commits is not None:
                 nursery.start_soon(self.commits.run)
@@ -122,7 +122,7 @@ class Server:
                         for listener in listeners:
                             if multiplexer is not None and self._multiplexed(listener_config):
                                 sock = socket.socket(fileno=listener.socket.detach())
-                                multiplexer.add_listener(sock, limit, stats)
+                                multiplexer.add_listener(sock, limit, stats, index)
                                 continue
                             services.start_soon(accept_connections, listener, limit, stats,
                                                 serve, nursery)
@@ -218,14 +218,11 @@ class Server:
                 connection.close(now, "user removed from the password file",
                                  ReasonCode.NOT_AUTHORIZED)
 
-    def _multiplexed(self, listener: ListenerConfig) -> bool:
-        """Plain TCP listeners are served by the multiplexer (transport/multiplexer.py).
-
-        Not yet where security needs a task per connection (TLS, credentials checked
-        in a worker thread, a connection rate limit): those are served by
-        serve_stream."""
-        return (listener.protocol == "mqtt" and not listener.tls and self.security is None
-                and self._connection_rate is None)
+    @staticmethod
+    def _multiplexed(listener: ListenerConfig) -> bool:
+        """Plain TCP listeners are served by the multiplexer (transport/multiplexer.py);
+        TLS ones need trio's SSLStream, and so a task per connection (serve_stream)."""
+        return listener.protocol == "mqtt" and not listener.tls
 
     async def _serve(self, broker: Broker, index: int, stats: ListenerStats,
                      spawner: trio.Nursery, stream: trio.abc.Stream) -> None:

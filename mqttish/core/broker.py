@@ -67,16 +67,22 @@ def _unless(value: int, default: int) -> int | None:
 
 
 class HeldPublish:
-    """A PUBLISH whose fan-out stopped at a full queue, and where to resume it."""
+    """A PUBLISH whose fan-out stopped at a full queue, and where to resume it.
 
-    __slots__ = ("blocker", "match", "message", "next_target")
+    However many queues it meets, a PUBLISH waits at most `stall_timeout` in all
+    from `since`: then its fan-out goes on without waiting (full queues drop it,
+    counted), so clients that take turns at being slow cannot hold it for longer.
+    """
+
+    __slots__ = ("blocker", "match", "message", "next_target", "since")
 
     def __init__(self, message: Message, match: Match, next_target: int,
-                 blocker: Drainable) -> None:
+                 blocker: Drainable, since: float) -> None:
         self.message = message
         self.match = match
         self.next_target = next_target  # index in match.targets, then in match.groups
         self.blocker = blocker
+        self.since = since  # when it was first held
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,13 +348,16 @@ class Broker:
     # ------------------------------------------------------------------ routing
 
     def publish(self, message: Message, now: float, client: ClientInfo | None = None,
-                publisher: Waiter | None = None) -> int | HeldPublish:
+                publisher: Waiter | None = None, since: float | None = None
+                ) -> int | HeldPublish:
         """Route a message to every matching session; return how many matched.
 
         With a `publisher` to hold back, a full queue whose client makes progress
         stops the fan-out: the `HeldPublish` returned finishes it later
         (`resume_publish`), once the queue has drained and released the publisher.
         Without one (wills, $SYS), a full queue drops the message, counted.
+        `since`: when the publisher started waiting, if this message was read while
+        it waited (it has been waiting since then too).
         """
         if message.retain:
             self.retained.set(message)
@@ -360,15 +369,17 @@ class Broker:
                     journal.emit(RetainedDeleted(message.topic))
         if self.hooks.publish_observers:
             self.hooks.on_publish(client, message)
-        return self._fan_out(message, self.subscriptions.match(message.topic), 0, now, publisher)
+        return self._fan_out(message, self.subscriptions.match(message.topic), 0, now, publisher,
+                             now if since is None else since)
 
     def resume_publish(self, held: HeldPublish, now: float,
                        publisher: Waiter | None) -> int | HeldPublish:
         """Go on with a held fan-out where it stopped (`publisher` None: hold no more)."""
-        return self._fan_out(held.message, held.match, held.next_target, now, publisher)
+        return self._fan_out(held.message, held.match, held.next_target, now, publisher,
+                             held.since)
 
     def _fan_out(self, message: Message, match: Match, start: int, now: float,
-                 publisher: Waiter | None) -> int | HeldPublish:
+                 publisher: Waiter | None, since: float) -> int | HeldPublish:
         targets = match.targets
         qos = message.qos
         retain = message.retain
@@ -392,25 +403,31 @@ class Broker:
             else:
                 delivery = plain
             session = target.session
+            if (publisher is not None and session.connection is not None
+                    and session.crowded(delivery)
+                    and self._holds(session, publisher, granted, now, since)):
+                return HeldPublish(message, match, index, session, since)
             if not session.enqueue(delivery, now):
-                if session.connection is not None and self._holds(session, publisher, granted, now):
-                    return HeldPublish(message, match, index, session)
                 self._dropped_for(session)
         groups = match.groups
         first_group = max(0, start - len(targets))
         for index, group in enumerate(groups[first_group:] if first_group else groups,
                                       len(targets) + first_group):
             if not self._give_to_group(group, message, now):
-                if self._holds(group, publisher, message.qos, now):
-                    return HeldPublish(message, match, index, group)
+                if self._holds(group, publisher, message.qos, now, since):
+                    return HeldPublish(message, match, index, group, since)
                 self._group_dropped(group)
         return len(targets) + len(groups)
 
-    def _holds(self, queue: Session | SharedGroup[Subscription], publisher: Waiter | None, qos: int,
-               now: float) -> bool:
-        """A message does not fit in `queue`: should its publisher wait for room?"""
-        if publisher is None or (qos == 0 and not self.config.qos0_backpressure):
+    def _holds(self, queue: Session | SharedGroup[Subscription], publisher: Waiter | None,
+               qos: int, now: float, since: float) -> bool:
+        """A message (first held at `since`, or `now`) does not fit in `queue`: should its
+        publisher wait for room?"""
+        config = self.config
+        if publisher is None or (qos == 0 and not config.qos0_backpressure):
             return False
+        if now - since >= config.stall_timeout:
+            return False  # it has waited long enough, whoever it waited for
         if queue.progressing(now, self.config.stall_timeout):
             queue.add_waiter(publisher)
             return True

@@ -93,6 +93,7 @@ class Connection:
         "_deferred",
         "_deferred_bytes",
         "_held",
+        "_hold_started",
         "_input_ended",
         "_out",
         "_resend_later",
@@ -190,6 +191,9 @@ class Connection:
         self._unblocked = False  # the queue it waits for released it: resume on next input
         self._deferred: deque[Packet] | None = None
         self._deferred_bytes = 0
+        # When its PUBLISHes started waiting: those deferred behind a held one have waited
+        # since then too, and none waits longer than stall_timeout from it.
+        self._hold_started: float | None = None
 
     def __repr__(self) -> str:
         who = self.client.client_id if self.client else "?"
@@ -209,9 +213,10 @@ class Connection:
         Not while too many replies wait for the client to read them (a client that
         publishes but never reads costs bounded memory), nor while a held PUBLISH has
         DEFER_LIMIT bytes of packets waiting behind it (backpressure reaches the
-        client through TCP). `on_resume` is called when this turns true again.
+        client through TCP), nor while its CONNECT's credentials are being checked.
+        `on_resume` is called when this turns true again.
         """
-        return not self._backlogged and (
+        return not self._backlogged and self.pending_connect is None and (
             self._held is None or self._deferred_bytes < DEFER_LIMIT)
 
     @property
@@ -231,7 +236,9 @@ class Connection:
             return self.opened_at + self.config.connect_timeout
         if self.held:  # we are the ones not reading: no keepalive, a stall check
             assert self._held is not None
-            return self._held[0].blocker.stall_deadline(self.config.stall_timeout)
+            held = self._held[0]
+            timeout = self.config.stall_timeout
+            return min(held.blocker.stall_deadline(timeout), held.since + timeout)
         if self.keepalive:
             return self.last_input + self.keepalive * 1.5  # [MQTT-3.1.2-24]
         return math.inf
@@ -330,7 +337,11 @@ class Connection:
             self.close(now, "no CONNECT within the connect timeout")
         elif self.held:
             assert self._held is not None
-            self.broker.check_stall(self._held[0].blocker, now)
+            held = self._held[0]
+            self.broker.check_stall(held.blocker, now)  # it may release everyone
+            if self.held and now >= held.since + self.config.stall_timeout:
+                held.blocker.remove_waiter(self)  # it has waited long enough
+                self.unblocked(now)
         else:
             self.close(
                 now,
@@ -397,8 +408,11 @@ class Connection:
             packet = deferred.popleft()
             self._deferred_bytes -= _deferred_size(packet)
             self._handlers[type(packet)](self, packet, now)
-        if self._held is None and self._deferred_bytes < DEFER_LIMIT:
-            self.on_resume()  # there may be room to read again
+        if self._held is None:
+            if not deferred:
+                self._hold_started = None
+            if self._deferred_bytes < DEFER_LIMIT:
+                self.on_resume()  # there may be room to read again
 
     def _skim(self, now: float) -> None:
         """While a PUBLISH is held, read on: acknowledgements and pings are handled at
@@ -757,14 +771,17 @@ class Connection:
         mark = journal.position if journal is not None else 0
         if qos == 2:  # before routing: a copy sent again is never routed twice
             session.hold_incoming(packet_id)
-        self._route(packet, broker.publish(message, now, client, self), mark)
+        self._route(packet, broker.publish(message, now, client, self, self._hold_started),
+                    mark)
 
     def _route(self, packet: Publish, routed: int | HeldPublish, mark: int) -> None:
         """Acknowledge a PUBLISH whose fan-out is done, or hold it. `mark` is where
         the journal was before its fan-out: an acknowledgement that made durable
         changes waits until they are committed."""
-        if type(routed) is not int:
-            self._held = (routed, packet, mark)  # type: ignore[assignment]
+        if not isinstance(routed, int):
+            self._held = (routed, packet, mark)
+            if self._hold_started is None:
+                self._hold_started = routed.since
             return
         qos = packet.qos
         if not qos:

@@ -119,6 +119,9 @@ class SessionLimits(Protocol):
     @property
     def queue_qos0_messages(self) -> bool: ...
 
+    @property
+    def backpressure_watermark(self) -> int: ...
+
 
 class Session(Drainable):
     __slots__ = (
@@ -172,11 +175,21 @@ class Session(Drainable):
     def stall_deadline(self, stall_timeout: float) -> float:
         return self.last_progress + stall_timeout
 
+    def crowded(self, delivery: Delivery) -> bool:
+        """Would queueing `delivery` take the queue past the point where a client that
+        makes progress holds its publishers back (its watermark, or its bounds)?"""
+        limits = self.limits
+        if len(self.queue) >= min(limits.backpressure_watermark, limits.max_queued_messages):
+            return True
+        return bool(limits.max_queued_bytes) and (
+            self.queued_bytes + delivery.message.size > limits.max_queued_bytes)
+
     @property
     def drained(self) -> bool:
-        """Down to half its bounds: publishers waiting for it may go on."""
+        """Down to half its watermark (and bytes): publishers waiting for it may go on."""
         limits = self.limits
-        return len(self.queue) <= limits.max_queued_messages // 2 and (
+        hold_at = min(limits.backpressure_watermark, limits.max_queued_messages)
+        return len(self.queue) <= hold_at // 2 and (
             not limits.max_queued_bytes or self.queued_bytes <= limits.max_queued_bytes // 2)
 
     # ------------------------------------------------------------------ the queue

@@ -34,7 +34,8 @@ class BrokerSettings:
     # Overload: a full queue whose client makes progress holds its publishers back; one
     # that made no progress for stall_timeout seconds is stalled: its overflow is dropped
     # (and counted), or it is disconnected.
-    stall_timeout: float = 5.0
+    backpressure_watermark: int = 1000  # queued messages that hold publishers back (resume: half)
+    stall_timeout: float = 2.0
     stall_action: Literal["drop", "disconnect"] = "drop"
     qos0_backpressure: bool = True  # false: QoS 0 overflow is dropped instead of waited for
     retain_available: bool = True

@@ -49,6 +49,8 @@ import socket
 
 import trio
 
+from mqttish.auth.gate import LoginGate
+from mqttish.auth.throttle import ConnectionRate
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection
 from mqttish.transport.listeners import ACCEPT_RETRY, CAPACITY_ERRNOS, ListenerStats
@@ -68,21 +70,25 @@ _CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 
 
 class _Listener:
-    """A listening socket, its connection limit and its figures."""
+    """A listening socket, its connection limit, its figures and its index (whose
+    security settings apply to its clients)."""
 
-    __slots__ = ("limit", "sock", "stats")
+    __slots__ = ("index", "limit", "sock", "stats")
 
-    def __init__(self, sock: socket.socket, limit: int, stats: ListenerStats) -> None:
+    def __init__(self, sock: socket.socket, limit: int, stats: ListenerStats,
+                 index: int) -> None:
         self.sock = sock
         self.limit = limit
         self.stats = stats
+        self.index = index
 
 
 class _Slot:
     """One client socket and its sans-IO connection."""
 
-    __slots__ = ("closed", "closing_at", "connection", "deadline", "eof", "fd", "lingering",
-                 "mask", "mux", "pending", "resume", "scheduled", "sock", "stats", "timer")
+    __slots__ = ("checking", "closed", "closing_at", "connection", "deadline", "eof", "fd",
+                 "lingering", "mask", "mux", "pending", "resume", "scheduled", "sock", "stats",
+                 "timer")
 
     def __init__(self, mux: Multiplexer, sock: socket.socket, stats: ListenerStats) -> None:
         self.mux = mux
@@ -100,6 +106,7 @@ class _Slot:
         self.lingering = False  # half-closed: reading until the client closes
         self.eof = False  # the client closed its side
         self.closed = False  # the socket is closed and forgotten
+        self.checking = False  # its CONNECT's credentials are being checked off the loop
 
     def output_ready(self) -> None:
         self.mux.schedule(self)
@@ -110,10 +117,19 @@ class _Slot:
 
 
 class Multiplexer:
-    """Serves the plain TCP connections of every `mqtt` listener from one task."""
+    """Serves the plain TCP connections of every `mqtt` listener from one task.
 
-    def __init__(self, broker: Broker) -> None:
+    `logins` checks credentials that need a worker thread (a password hash), in a
+    task of its own per login; `connection_rate` refuses addresses that connect
+    too often.
+    """
+
+    def __init__(self, broker: Broker, logins: LoginGate,
+                 connection_rate: ConnectionRate | None = None) -> None:
         self.broker = broker
+        self.logins = logins
+        self.connection_rate = connection_rate
+        self._checks: trio.Nursery | None = None  # where login checks run
         self._epoll = select.epoll()
         self._slots: dict[int, _Slot] = {}
         self._listeners: dict[int, _Listener] = {}
@@ -127,10 +143,12 @@ class Multiplexer:
     def connections(self) -> int:
         return len(self._slots)
 
-    def add_listener(self, sock: socket.socket, limit: int, stats: ListenerStats) -> None:
-        """Accept on `sock` (a listening socket now ours), up to `limit` open (0: any)."""
+    def add_listener(self, sock: socket.socket, limit: int, stats: ListenerStats,
+                     index: int) -> None:
+        """Accept on `sock` (a listening socket now ours), up to `limit` open (0: any),
+        for listener number `index`."""
         sock.setblocking(False)
-        self._listeners[sock.fileno()] = _Listener(sock, limit, stats)
+        self._listeners[sock.fileno()] = _Listener(sock, limit, stats, index)
         self._epoll.register(sock.fileno(), _IN)
 
     def stop_accepting(self) -> None:
@@ -159,21 +177,22 @@ class Multiplexer:
                   ) -> None:
         poll = self._epoll.poll
         timers = self._timers
-        task_status.started()
         try:
-            while True:
-                events = poll(0, MAX_EVENTS)
-                now = trio.current_time()
-                for fd, mask in events:
-                    self._handle(fd, mask, now)
-                if timers and timers[0][0] <= now:
-                    self._expire(now)
-                if self._work:
-                    self._serve_work(now)
-                if events or self._work:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await self._idle(timers[0][0] if timers else math.inf)
+            async with trio.open_nursery() as self._checks:
+                task_status.started()
+                while True:
+                    events = poll(0, MAX_EVENTS)
+                    now = trio.current_time()
+                    for fd, mask in events:
+                        self._handle(fd, mask, now)
+                    if timers and timers[0][0] <= now:
+                        self._expire(now)
+                    if self._work:
+                        self._serve_work(now)
+                    if events or self._work:
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        await self._idle(timers[0][0] if timers else math.inf)
         finally:
             for slot in list(self._slots.values()):
                 self._close(slot, trio.current_time())
@@ -226,6 +245,20 @@ class Multiplexer:
                 connection.input_ended(now)  # what it sent before is still handled
             return
         connection.receive_data(data, now)  # discarded if it is closed (lingering)
+        if connection.pending_connect is not None and not slot.checking:
+            slot.checking = True
+            assert self._checks is not None
+            self._checks.start_soon(self._check_login, slot)
+
+    async def _check_login(self, slot: _Slot) -> None:
+        """Have a CONNECT's credentials checked off the event loop, then go on with it."""
+        try:
+            await self.logins.check(slot.connection, slot.deadline)
+        except Exception:
+            self._internal_error(slot, trio.current_time())
+            return
+        slot.checking = False
+        self.schedule(slot)
 
     def _serve_work(self, now: float) -> None:
         work, self._work = self._work, []
@@ -350,24 +383,32 @@ class Multiplexer:
                                    (now + ACCEPT_RETRY, next(self._sequence), listener))
                 return
             peer = f"{address[0]}:{address[1]}"
+            rate = self.connection_rate
+            if rate is not None and not rate.admit(str(address[0]), now):
+                stats.refused += 1
+                log.info("refusing %s: more than max_connection_rate (%g/s)", peer, rate.rate)
+                sock.close()
+                continue
             if listener.limit and stats.open >= listener.limit:
                 stats.refused += 1
                 log.warning("refusing %s: listener %s at max_connections (%d)", peer,
                             stats.name, listener.limit)
                 sock.close()
                 continue
-            self._add(sock, peer, stats, now)
+            self._add(sock, peer, listener, now)
 
     def _resume_accepting(self, listener: _Listener) -> None:
         if listener.sock.fileno() in self._listeners:
             self._epoll.register(listener.sock.fileno(), _IN)
 
-    def _add(self, sock: socket.socket, peer: str, stats: ListenerStats, now: float) -> None:
+    def _add(self, sock: socket.socket, peer: str, listener: _Listener, now: float) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stats = listener.stats
         slot = _Slot(self, sock, stats)
         slot.connection = Connection(self.broker, peer, now, on_output=slot.output_ready,
-                                     counters=stats, on_resume=slot.input_ready)
+                                     counters=stats, on_resume=slot.input_ready,
+                                     listener=listener.index)
         self._slots[slot.fd] = slot
         self._epoll.register(slot.fd, _IN)
         stats.accepted += 1

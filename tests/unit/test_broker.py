@@ -351,3 +351,41 @@ def test_a_resumed_session_resends_within_a_lowered_receive_maximum(broker: Brok
     after_ack = [p for p in back.send(PubAck(resent[0].packet_id or 0))
                  if isinstance(p, Publish)]
     assert [(p.payload, p.dup) for p in after_ack] == [(b"2", True)]
+
+
+def test_publishers_are_held_at_the_watermark_not_at_the_queue_bound() -> None:
+    """A deep max_queued_messages is for offline and stalled clients: one that makes
+    progress holds its publishers from backpressure_watermark on, and frees them at half."""
+    broker = Broker(Config(max_queued_messages=100, backpressure_watermark=4,
+                           max_inflight_messages=1))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    replies = pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    assert replies == [PubAck(1), PubAck(2), PubAck(3), PubAck(4)]
+    assert pub.connection.held and len(broker.sessions["sub"].queue) == 4
+
+
+def test_a_publisher_waits_at_most_the_stall_timeout_even_for_a_client_making_progress(
+        ) -> None:
+    """A slow client that keeps taking a little never stalls, but no PUBLISH waits for it
+    (or for any client) longer than stall_timeout; those read behind it neither."""
+    broker = Broker(Config(max_queued_messages=5, backpressure_watermark=3,
+                           max_inflight_messages=1, stall_timeout=5))
+    slow = Peer(broker)
+    slow.connect("slow")
+    slow.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    replies = pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(5)),
+                       now=0)
+    assert replies == [PubAck(1), PubAck(2), PubAck(3)]  # the 4th is held, the 5th behind
+    first, *_ = slow.publishes(now=4.0)  # progress: it took one, and stays over half
+    pub.connection.read_deadline_expired(now=4.0)
+    assert pub.connection.held and pub.connection.read_deadline(now=4.0) == 5.0
+    slow.send(PubAck(first.packet_id or 0), now=4.5)  # more progress
+    pub.connection.read_deadline_expired(now=5.0)
+    assert pub.send(now=5.0) == [PubAck(4), PubAck(5)]
+    assert broker.metrics.consumers_stalled == 0
