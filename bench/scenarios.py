@@ -15,7 +15,7 @@ class Params:
     publishers: int = 10  # fan-in and latency
     window: int = 1000  # messages a publisher may have out that the subscriber has not seen
     inflight: int = 100  # QoS 1 PUBLISH a fan-in publisher may have unacknowledged
-    stall_timeout: float = 5.0  # seconds: the brokers' stall timeout in overload-* (where they
+    stall_timeout: float = 2.0  # seconds: the brokers' stall timeout in overload-* (where they
     #                             have the knob), and the longest a publisher may be held back
     latency_sample: int = 8  # overload-qos0 keeps the latency of every Nth message
     sys_interval: float = 1.0  # seconds between $SYS updates in overload-* (drop counters)
