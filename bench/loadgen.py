@@ -583,6 +583,12 @@ def wait_subacks(subscribers: Sequence[Subscriber], timeout: float) -> None:
         raise SetupError(f"{len(refused)} subscriptions refused")
 
 
+def _fairness(sub: Subscriber) -> float:
+    """The slowest publisher's delivered messages over the fastest one's (1: all alike)."""
+    most = max(sub.unique)
+    return min(sub.unique) / most if most else math.nan
+
+
 def _loss_fields(sent: int, unique: int, subs: Sequence[Subscriber]) -> Result:
     return {
         "sent": sent,
@@ -1089,6 +1095,8 @@ def overload_qos1(ctx: Context, stalled: bool) -> Result:
         "loss_pct": 100 * lost / total_acked if total_acked else 0.0,
         "unacked": sum(book.sent - book.count for book in books),
         "max_wait_ms": max(book.longest_wait_ns(now_ns) for book in books) / 1e6,
+        "fairness": _fairness(sub),
+        "delivered_per_publisher": list(sub.unique),
         "broker_dropped": dropped,
         "duplicates": sub.duplicates,
         "reordered": sub.reordered,
@@ -1152,6 +1160,8 @@ def overload_qos0(ctx: Context) -> Result:
         "samples": len(samples),
         "p50_ms": _percentile(samples, 50) / 1e6,
         "p99_ms": _percentile(samples, 99) / 1e6,
+        "fairness": _fairness(sub),
+        "delivered_per_publisher": list(sub.unique),
         "drained": run.drained,
         "rss_kib": rss_kib(ctx.broker_pid),
         **run.cpu_fields(),

@@ -112,6 +112,7 @@ def test_overload_qos1_books_balance(smoke: dict[str, Any], scenario: str) -> No
     assert outcome["acks_out_of_order"] == outcome["acks_unknown"] == 0
     assert outcome["duplicates"] == 0
     assert 0 < outcome["max_wait_ms"] < 60_000
+    assert 0 <= outcome["fairness"] <= 1
     assert isinstance(outcome["broker_dropped"], int)  # read from mqttish's $SYS
     assert outcome["stall_timeout_s"] > 0
 
@@ -132,6 +133,7 @@ def test_overload_qos0_reports_delivery_loss_and_latency(smoke: dict[str, Any]) 
     assert 0 <= outcome["loss"] <= outcome["sent"]
     assert outcome["samples"] > 0
     assert 0 < outcome["p50_ms"] <= outcome["p99_ms"]
+    assert 0 <= outcome["fairness"] <= 1
     assert isinstance(outcome["broker_dropped"], int)
 
 
