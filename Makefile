@@ -58,3 +58,10 @@ bench: $(VENV)/.runtime
 fuzz: $(VENV)/.dev
 	FUZZ_COMMAND='make fuzz$(if $(ARGS), ARGS="$(ARGS)")' $(PYTHON) -m tests.fuzz \
 		--doc docs/robustness.md $(ARGS)
+
+# The crash test with many rounds of kill -9 (make test runs 4): nothing acknowledged is lost.
+#   make crash ROUNDS=50
+.PHONY: crash
+crash: $(VENV)/.dev
+	CRASH_ROUNDS=$(or $(ROUNDS),30) $(PYTHON) -m pytest -q -p no:randomly --timeout 900 \
+		tests/e2e/test_crash.py

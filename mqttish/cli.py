@@ -14,12 +14,14 @@ import trio
 
 from mqttish import __version__
 from mqttish.config import Config, ConfigError, load_config
+from mqttish.core.store import StoreError
+from mqttish.persistence import open_store
 from mqttish.server import Server
 from mqttish.transport.listeners import StartupError
 
 log = logging.getLogger("mqttish")
 
-SUBCOMMANDS = ("serve", "pub", "sub", "passwd")
+SUBCOMMANDS = ("serve", "pub", "sub", "passwd", "backup")
 
 
 def setup_logging(level: str) -> None:
@@ -58,21 +60,31 @@ def serve_main(argv: Sequence[str]) -> int:
         print(f"mqttish: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging("debug" if args.verbose else config.log_level)
+    try:
+        store = open_store(config)
+    except StoreError as exc:
+        print(f"mqttish: {exc}", file=sys.stderr)
+        return 1
     status = 0
     try:
-        trio.run(_serve_until_signalled, config)
+        failure = trio.run(_serve_until_signalled, Server(config, store=store))
     except* StartupError as group:
         for error in group.exceptions:
             print(f"mqttish: {error}", file=sys.stderr)
         status = 1
+    else:
+        if failure is not None:
+            print(f"mqttish: stopped: the store failed: {failure}", file=sys.stderr)
+            status = 1
     return status
 
 
-async def _serve_until_signalled(config: Config) -> None:
-    server = Server(config)
+async def _serve_until_signalled(server: Server) -> StoreError | None:
+    """Serve until SIGINT or SIGTERM (SIGHUP reloads), or until the server stops by
+    itself (its store failed); return why it failed, if it did."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
+            await nursery.start(_serve, server, nursery.cancel_scope)
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
                 if signum == signal.SIGHUP:
@@ -80,6 +92,13 @@ async def _serve_until_signalled(config: Config) -> None:
                     continue
                 server.request_shutdown()
                 break
+    return server.failure
+
+
+async def _serve(server: Server, signals: trio.CancelScope, *,
+                 task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    await server.run(task_status=task_status)
+    signals.cancel()  # it stopped: nothing to wait for any more
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mqttish.auth import passwd_cli
 
         return passwd_cli.main(args)
+    if command == "backup":
+        from mqttish.persistence import backup
+
+        return backup.main(args)
     from mqttish.client import cli as client_cli
 
     return client_cli.main(command, args)

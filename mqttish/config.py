@@ -151,6 +151,12 @@ class Config(BrokerSettings):
     password_file: str | None = None  # Mosquitto's format: user:hash lines
     acl_file: str | None = None  # Mosquitto's acl_file format
     max_connection_rate: float = 0  # new connections per second from one address; 0: no limit
+    # Durable state (docs/persistence.md), with Mosquitto's key names: sessions and
+    # retained messages in the SQLite file persistence_location/persistence_file.
+    persistence: bool = False
+    persistence_location: str | None = None  # a directory; None: the current one (as Mosquitto)
+    persistence_file: str = "mqttish.db"
+    persistence_sync: Literal["normal", "full"] = "normal"  # full: also survive a power loss
 
     def __post_init__(self) -> None:
         for index, listener in enumerate(self.listeners):
@@ -185,6 +191,10 @@ class Config(BrokerSettings):
             raise ConfigError("stall_timeout: must be more than 0 and at most 3600 seconds")
         if self.sys_interval < 0:
             raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
+        if Path(self.persistence_file).name != self.persistence_file or \
+                self.persistence_file in ("", ".", ".."):
+            raise ConfigError("persistence_file: must be a file name; its directory goes in "
+                              "persistence_location")
 
     def broker_settings(self) -> BrokerSettings:
         """The part of the configuration the broker's core obeys."""

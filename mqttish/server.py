@@ -21,6 +21,7 @@ is installed in the broker when the configuration asks for any of it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ from mqttish.core.hooks import Hook
 from mqttish.core.journal import Journal
 from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats
-from mqttish.core.store import Store
+from mqttish.core.store import Store, StoreError
 from mqttish.core.sys_topics import SysTree
 from mqttish.log_text import clip
 from mqttish.persistence.group_commit import GroupCommit
@@ -73,6 +74,7 @@ class Server:
         self.store = store
         self.broker: Broker | None = None  # made by run()
         self.commits: GroupCommit | None = None  # with a store
+        self.failure: StoreError | None = None  # why the server stopped, if it failed
         self.ports: list[int] = []  # bound ports, in listener order (useful with port 0)
         self.listener_stats: list[ListenerStats] = []  # in listener order
         self.started_at = 0.0  # on the trio clock
@@ -90,6 +92,11 @@ class Server:
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
+
+    def _store_failed(self, error: StoreError) -> None:
+        """The store cannot be written: stop, rather than acknowledge what is not saved."""
+        self.failure = error
+        self.request_shutdown()
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -110,7 +117,7 @@ class Server:
             multiplexer = multiplexing.Multiplexer(broker, self._logins, self._connection_rate)
         async with trio.open_nursery() as nursery:
             if self.commits is not None:
-                nursery.start_soon(self.commits.run)
+                nursery.start_soon(self.commits.run, self._store_failed)
             if multiplexer is not None:
                 await nursery.start(multiplexer.run)
             with trio.CancelScope() as accepting:
@@ -308,7 +315,11 @@ class Server:
 
     def stats(self, now: float) -> BrokerStats:
         assert self.broker is not None
-        return self.broker.stats(now, self.started_at)
+        stats = self.broker.stats(now, self.started_at)
+        if self.commits is None or self.store is None:
+            return stats
+        return dataclasses.replace(
+            stats, persistence=self.commits.stats.figures(self.store.stats()))
 
     def scrape(self) -> Scrape:
         """What /metrics reports, read now (on the broker's trio thread)."""

@@ -403,13 +403,15 @@ class Broker:
             else:
                 delivery = plain
             session = target.session
-            if (publisher is not None and session.connection is not None
-                    and session.crowded(delivery)
+            if (publisher is not None and len(session.queue) >= session.hold_at
+                    and session.connection is not None and session.crowded(delivery)
                     and self._holds(session, publisher, granted, now, since)):
                 return HeldPublish(message, match, index, session, since)
             if not session.enqueue(delivery, now):
                 self._dropped_for(session)
         groups = match.groups
+        if not groups:
+            return len(targets)
         first_group = max(0, start - len(targets))
         for index, group in enumerate(groups[first_group:] if first_group else groups,
                                       len(targets) + first_group):

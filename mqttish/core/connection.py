@@ -58,10 +58,11 @@ from mqttish.protocol.packets import (
     Will,
 )
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
-from mqttish.protocol.reason_codes import ReasonCode
+from mqttish.protocol.reason_codes import ALLOWED_REASON_CODES, ReasonCode
 
 log = logging.getLogger("mqttish.connection")
 
+DISCONNECT_REASON_CODES = ALLOWED_REASON_CODES["DISCONNECT"]
 REPLY_BACKLOG = 1000  # replies (PUBACK, PINGRESP, ...) waiting to be sent, at most
 DEFER_LIMIT = 65536  # bytes of packets a held publisher may have waiting behind its PUBLISH
 
@@ -78,6 +79,11 @@ class ConnectionState(Enum):
     AWAITING_CONNECT = 1
     CONNECTED = 2
     CLOSED = 3
+
+
+_AWAITING_CONNECT = ConnectionState.AWAITING_CONNECT  # (module constants: enum lookups
+_CONNECTED = ConnectionState.CONNECTED  # on the hot path cost)
+_CLOSED = ConnectionState.CLOSED
 
 
 def _no_output() -> None:
@@ -157,7 +163,7 @@ class Connection:
         config = self.config
         self.rates = (ClientRates(config.max_message_rate, config.max_byte_rate, now)
                       if config.max_message_rate or config.max_byte_rate else None)
-        self.state = ConnectionState.AWAITING_CONNECT
+        self.state = _AWAITING_CONNECT
         self.decoder = PacketDecoder(max_packet_size=self.config.max_packet_size)
         self.version = MQTT_3_1_1
         self.session: Session | None = None
@@ -226,13 +232,13 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self.state is ConnectionState.CLOSED
+        return self.state is _CLOSED
 
     def read_deadline(self, now: float) -> float:
         """When the transport should give up waiting for the client's next bytes."""
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             return math.inf  # the transport bounds the time a closing connection lingers
-        if self.state is ConnectionState.AWAITING_CONNECT:
+        if self.state is _AWAITING_CONNECT:
             return self.opened_at + self.config.connect_timeout
         if self.held:  # we are the ones not reading: no keepalive, a stall check
             assert self._held is not None
@@ -252,7 +258,7 @@ class Connection:
         closes, too many replies are unread, or a PUBLISH is held by a full queue;
         what is left stays buffered until `on_resume`.
         """
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             return
         if data:
             self.last_input = now
@@ -268,7 +274,7 @@ class Connection:
         handlers = self._handlers
         handle_publish = self._handle_publish
         next_packet = decoder.next
-        closed = ConnectionState.CLOSED
+        closed = _CLOSED
         count = 0
         try:
             if self._unblocked or self._deferred:
@@ -303,7 +309,8 @@ class Connection:
         if self._after_commit:
             self._release_committed(out)
         session = self.session
-        if session is not None and self.state is ConnectionState.CONNECTED:
+        if session is not None and (session.queue or self._resend_later) \
+                and self.state is _CONNECTED:
             if self._resend_later:
                 self._resend_in_window(session, out, now)
             if session.queue:
@@ -333,7 +340,7 @@ class Connection:
         """
         if self.read_deadline(now) > now:
             return
-        if self.state is ConnectionState.AWAITING_CONNECT:
+        if self.state is _AWAITING_CONNECT:
             self.close(now, "no CONNECT within the connect timeout")
         elif self.held:
             assert self._held is not None
@@ -353,16 +360,16 @@ class Connection:
         """End the connection: an MQTT 5 client is told why with a DISCONNECT (if `code`
         is given), the broker detaches the session and sends the will if the end was
         abnormal, and the transport is told to flush and close."""
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             return
         if self._held is not None:
             self._release_held(now)
-        if self.state is ConnectionState.CONNECTED:
+        if self.state is _CONNECTED:
             if code is not None and self.version == MQTT_5:
                 self._out.append(encode(Disconnect(code), MQTT_5))
             if self.counters is not None:
                 self.counters.clients -= 1
-        self.state = ConnectionState.CLOSED
+        self.state = _CLOSED
         self.close_reason = reason
         if self.session is not None and self.client is not None:
             self.broker.disconnected(self, self.session, self.client,
@@ -379,7 +386,7 @@ class Connection:
 
     def _end_if_done(self, now: float) -> None:
         if (self._held is None and not self._deferred and not self._backlogged
-                and self.state is not ConnectionState.CLOSED):
+                and self.state is not _CLOSED):
             self.close(now, "connection closed by peer")
 
     def connection_lost(self, now: float, reason: str = "connection closed by peer") -> None:
@@ -391,7 +398,7 @@ class Connection:
     def unblocked(self, now: float) -> None:
         """The queue our held PUBLISH waits for has room (or stalled): go on at the next
         `receive_data`, which the transport makes when `on_resume` reaches it."""
-        if self._held is not None and self.state is not ConnectionState.CLOSED:
+        if self._held is not None and self.state is not _CLOSED:
             self._unblocked = True
             self.on_resume()
 
@@ -404,7 +411,7 @@ class Connection:
                 self._held = None
                 self._route(held[1], self.broker.resume_publish(held[0], now, self), held[2])
         deferred = self._deferred
-        while deferred and self._held is None and self.state is not ConnectionState.CLOSED:
+        while deferred and self._held is None and self.state is not _CLOSED:
             packet = deferred.popleft()
             self._deferred_bytes -= _deferred_size(packet)
             self._handlers[type(packet)](self, packet, now)
@@ -491,13 +498,15 @@ class Connection:
 
     def _fail(self, exc: MQTTError, now: float) -> None:
         log.warning("closing %s: %s", self.name, exc)
-        if self.state is ConnectionState.AWAITING_CONNECT:
+        if self.state is _AWAITING_CONNECT:
             if exc.reason_code is ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
                 # The client's version is unknown: answer as 3.1.1 does [MQTT-3.1.2-2].
                 self._out.append(encode(ConnAck(False, exc.reason_code), MQTT_3_1_1))
             self.close(now, str(exc))
-        else:
+        elif exc.reason_code in DISCONNECT_REASON_CODES:
             self.close(now, str(exc), exc.reason_code)
+        else:  # a CONNECT-only code (a second CONNECT of an unknown version, say)
+            self.close(now, str(exc), ReasonCode.PROTOCOL_ERROR)  # [MQTT-3.14.2-1]
 
     def internal_error(self, now: float) -> None:
         """An unexpected exception (ours, not the client's) while serving this connection:
@@ -512,7 +521,7 @@ class Connection:
             self.close(now, "internal error", ReasonCode.UNSPECIFIED_ERROR)
         except Exception:
             log.exception("internal error while closing %s", self.name)
-            self.state = ConnectionState.CLOSED
+            self.state = _CLOSED
             self.on_output()
 
     def _require_session(self) -> Session:
@@ -532,6 +541,8 @@ class Connection:
         shared_frames = version != MQTT_5 or self.outgoing_aliases is None
         max_size = self.max_send_packet_size
         counts_bytes = session.limits.max_queued_bytes
+        journal = session.journal
+        committed = journal.committed if journal is not None else 0
         sent = payload_bytes = 0
         while queue:
             delivery = queue[0]
@@ -542,6 +553,13 @@ class Connection:
                 continue
             qos = delivery.qos
             if qos and len(inflight) >= quota:
+                break
+            if qos == 2 and delivery.durable_at > committed:
+                # Exactly once across a crash: a QoS 2 message goes out only once the
+                # broker's receipt of it is on disk, or the publisher would send it again
+                # after a crash and this client get it twice. The commit wakes us.
+                assert journal is not None
+                self._wait_for_commit()
                 break
             if counts_bytes:
                 session.pop_queued()
@@ -568,8 +586,9 @@ class Connection:
         metrics.publish_sent += sent
         metrics.messages_sent += sent
         metrics.publish_bytes_sent += payload_bytes
-        if sent:
-            session.progressed(now)
+        if sent:  # progress (Session.progressed, inline: once per batch, on the hot path)
+            session.last_progress = now
+            session.stalled = False
         if session.waiters and session.drained:
             session.release_waiters(now)
 
@@ -653,7 +672,7 @@ class Connection:
     # ------------------------------------------------------------------ handlers
 
     def _handle_connect(self, packet: Connect, now: float) -> None:
-        if self.state is not ConnectionState.AWAITING_CONNECT:
+        if self.state is not _AWAITING_CONNECT:
             raise protocol_error("[MQTT-3.1.0-2] a second CONNECT is a protocol violation")
         self.version = packet.protocol_level
         props = packet.properties
@@ -673,7 +692,7 @@ class Connection:
         """The transport's answer for `pending_connect`: finish the CONNECT, then go on
         with whatever the client sent after it."""
         packet, self.pending_connect = self.pending_connect, None
-        if packet is None or self.state is ConnectionState.CLOSED:
+        if packet is None or self.state is _CLOSED:
             return
         try:
             self._connect(packet, now, decision)
@@ -696,7 +715,7 @@ class Connection:
         self.keepalive = accepted.keepalive
         self._send(accepted.connack)
         connack = accepted.connack
-        self.state = ConnectionState.CONNECTED
+        self.state = _CONNECTED
         if self.counters is not None:
             self.counters.clients += 1
             self.counters.clients_total += 1
@@ -741,7 +760,9 @@ class Connection:
         if self.rates is not None and (code := self.rates.published(now)):
             raise RemoteProtocolError("publishes more messages per second than "
                                       "max_message_rate", code)
-        if len(topic) > config.max_topic_length or topic.count("/") >= config.max_topic_levels:
+        if len(topic) >= config.unchecked_topic_length and (
+                len(topic) > config.max_topic_length
+                or topic.count("/") >= config.max_topic_levels):
             log.info("refused publish by %s: topic longer or deeper than the limits", self.name)
             self._reject_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
             return
@@ -771,8 +792,15 @@ class Connection:
         mark = journal.position if journal is not None else 0
         if qos == 2:  # before routing: a copy sent again is never routed twice
             session.hold_incoming(packet_id)
-        self._route(packet, broker.publish(message, now, client, self, self._hold_started),
-                    mark)
+        routed = broker.publish(message, now, client, self, self._hold_started)
+        if (qos == 1 and type(routed) is int and (routed or self.version != MQTT_5)
+                and not self._after_commit and (journal is None or journal.position == mark)):
+            # The common case, inline: a plain PUBACK that waits for nothing.
+            self._out.append(encode_puback(packet_id))
+            metrics.messages_sent += 1
+            self.notify()
+        else:
+            self._route(packet, routed, mark)
 
     def _route(self, packet: Publish, routed: int | HeldPublish, mark: int) -> None:
         """Acknowledge a PUBLISH whose fan-out is done, or hold it. `mark` is where
@@ -801,7 +829,8 @@ class Connection:
 
     def _window_opened(self, session: Session, now: float) -> None:
         """An acknowledgement freed a place in the client's receive window."""
-        session.progressed(now)
+        session.last_progress = now  # (Session.progressed, inline: once per acknowledgement)
+        session.stalled = False
         if session.shared_groups:
             self.broker.member_ready(session, now)
         if session.queue:
@@ -834,14 +863,31 @@ class Connection:
 
     def _handle_pubrec(self, packet: PubRec, now: float) -> None:
         session = self._require_session()
+        mark = self._journal_mark()
         refused, reply = session.pubrec(packet.packet_id, packet.reason_code)
-        if reply is not None:
-            self._send(reply)
+        if reply is not None:  # once its PUBREC is durable: a crash then resends PUBREL, not
+            self._reply_durably(reply, mark)  # the PUBLISH the client may have released
         if refused is not None:
             self._window_opened(session, now)
 
     def _handle_pubrel(self, packet: PubRel, now: float) -> None:
-        self._send(self._require_session().release_incoming(packet.packet_id))
+        mark = self._journal_mark()
+        reply = self._require_session().release_incoming(packet.packet_id)
+        # Once the release is durable: else, after a crash, the id would still be held,
+        # and the client's next message under it taken for a copy and lost.
+        self._reply_durably(reply, mark)
+
+    def _journal_mark(self) -> int:
+        journal = self.broker.journal
+        return journal.position if journal is not None else 0
+
+    def _reply_durably(self, packet: Packet, mark: int) -> None:
+        """Reply once the changes made since `mark` are committed (at once if none)."""
+        journal = self.broker.journal
+        if journal is not None and journal.position > mark:
+            self._reply_when_committed(encode(packet, self.version), journal.position)
+        else:
+            self._send(packet)
 
     def _handle_pubcomp(self, packet: PubComp, now: float) -> None:
         session = self._require_session()
@@ -894,7 +940,7 @@ class Connection:
         )
 
     def _handle_unexpected(self, packet: Packet, now: float) -> None:
-        if self.state is ConnectionState.AWAITING_CONNECT:
+        if self.state is _AWAITING_CONNECT:
             raise protocol_error("[MQTT-3.1.0-1] the first packet must be CONNECT")
         raise protocol_error(f"a client must not send {type(packet).__name__}")
 

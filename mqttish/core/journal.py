@@ -8,7 +8,10 @@ connection holding a PUBACK) asks for a position and is woken once it is
 committed.
 
 A message is stored once, however many sessions queue it: it gets a store id
-the first time a durable change refers to it.
+the first time a durable change refers to it. A store forgets a message once
+nothing refers to it, so a message is saved again in every commit that refers
+to it (once per commit: a message given back to a shared group's backlog and
+queued for another member later is not lost).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from mqttish.core.store import Change, MessageSaved
 
 
 class CommitWaiter(Protocol):
-    def notify(self) -> None:
+    def committed(self) -> None:
         """Something it waited for was committed."""
 
 
@@ -30,7 +33,8 @@ def _nothing() -> None:
 
 
 class Journal:
-    __slots__ = ("changes", "committed", "next_message_id", "on_change", "position", "waiters")
+    __slots__ = ("changes", "committed", "next_message_id", "on_change", "position", "saved",
+                 "waiters")
 
     def __init__(self, next_message_id: int = 1) -> None:
         self.changes: list[Change] = []  # emitted, not yet taken for a commit
@@ -39,6 +43,7 @@ class Journal:
         self.next_message_id = next_message_id
         self.waiters: list[CommitWaiter] = []
         self.on_change: Callable[[], None] = _nothing  # the first change after a take
+        self.saved: set[int] = set()  # store ids of the messages saved in `changes`
 
     def emit(self, change: Change) -> None:
         changes = self.changes
@@ -48,11 +53,13 @@ class Journal:
             self.on_change()
 
     def message_id(self, message: Message, now: float) -> int:
-        """The store id of `message`, storing it with the first change that needs it."""
+        """The store id of `message`, saving it with the first change of a commit that needs it."""
         store_id = message.store_id
         if not store_id:
             store_id = message.store_id = self.next_message_id
             self.next_message_id += 1
+        if store_id not in self.saved:
+            self.saved.add(store_id)
             self.emit(MessageSaved(store_id, message.topic, message.payload, message.qos,
                                    message.retain, message.properties,
                                    message.remaining_time(now)))
@@ -65,6 +72,7 @@ class Journal:
     def take(self) -> tuple[list[Change], int]:
         """The changes to commit now, and the position they reach."""
         changes, self.changes = self.changes, []
+        self.saved = set()
         return changes, self.position
 
     def committed_up_to(self, position: int) -> None:
@@ -72,4 +80,4 @@ class Journal:
         self.committed = position
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
-            waiter.notify()
+            waiter.committed()

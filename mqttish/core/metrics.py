@@ -70,6 +70,19 @@ class SharedGroupStats:
 
 
 @dataclass(frozen=True, slots=True)
+class PersistenceFigures:
+    """The durable store and its group commits (the server fills these in)."""
+
+    size_bytes: int  # on disk, write-ahead log included
+    commits: int
+    changes: int  # journal records committed
+    last_batch: int  # records in the last commit
+    latency_sum: float  # seconds, over all commits
+    latency_bounds: tuple[float, ...]  # upper bounds of the histogram's buckets, seconds
+    latency_counts: tuple[int, ...]  # commits per bucket (one more: above the last bound)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerStats:
     """Everything $SYS and /metrics report, read at one instant."""
 
@@ -100,3 +113,4 @@ class BrokerStats:
     store_messages: int  # retained messages plus deliveries queued or in flight
     store_bytes: int  # their payload bytes
     shared_groups: tuple[SharedGroupStats, ...] = ()
+    persistence: PersistenceFigures | None = None  # None: nothing is stored

@@ -27,7 +27,7 @@ from mqttish.core.store import (
     IncomingHeld,
     IncomingReleased,
 )
-from mqttish.protocol.flow import FlightState, IncomingQos2, Outgoing
+from mqttish.protocol.flow import MAX_PACKET_ID, FlightState, IncomingQos2, Outgoing
 from mqttish.protocol.packets import PubComp, PubRel, RetainHandling, Will
 from mqttish.protocol.reason_codes import ReasonCode
 
@@ -64,8 +64,8 @@ class Delivery:
     packet id, state and, in a persistent session, journal sequence number.
     """
 
-    __slots__ = ("dup", "group", "message", "packet_id", "qos", "retain", "sequence", "state",
-                 "subscription_ids")
+    __slots__ = ("dup", "durable_at", "group", "message", "packet_id", "qos", "retain",
+                 "sequence", "state", "subscription_ids")
 
     def __init__(
         self,
@@ -85,6 +85,7 @@ class Delivery:
         self.packet_id = 0
         self.state = FlightState.QUEUED
         self.sequence = 0  # its number in the journal (0: not journalled)
+        self.durable_at = 0  # the journal position its record is durable at (see Journal)
 
     def __repr__(self) -> str:
         return f"Delivery({self.message!r}, qos={self.qos}, {self.state.name}, id={self.packet_id})"
@@ -126,6 +127,7 @@ class SessionLimits(Protocol):
 class Session(Drainable):
     __slots__ = (
         "_sequence", "client", "client_id", "connection", "expires_at", "expiry_interval",
+        "hold_at",
         "incoming_qos2",
         "journal", "last_progress", "limits", "outgoing", "queue", "queued_bytes",
         "shared_groups", "stalled", "subscriptions", "username", "will", "will_at",
@@ -140,6 +142,10 @@ class Session(Drainable):
         self.connection: Attached | None = None
         self.queue = NO_QUEUE
         self.queued_bytes = 0
+        # How many queued deliveries hold back the publishers of a client making progress
+        # (its watermark, within its bound); with a byte bound, `crowded` says.
+        self.hold_at = (min(limits.backpressure_watermark, limits.max_queued_messages)
+                        if not limits.max_queued_bytes else 0)
         self.outgoing: Outgoing[Delivery] = Outgoing()
         self.incoming_qos2 = IncomingQos2()
         self.expiry_interval = 0
@@ -219,6 +225,7 @@ class Session(Drainable):
             journal.emit(DeliverySaved(self.client_id, self._sequence,
                                        journal.message_id(delivery.message, now), delivery.qos,
                                        delivery.retain, delivery.subscription_ids))
+            delivery.durable_at = journal.position
         if connection is not None:
             connection.notify()
         return True
@@ -266,6 +273,7 @@ class Session(Drainable):
             delivery.sequence = sequence
             self._sequence = max(self._sequence, sequence)
             if state is FlightState.QUEUED:
+                delivery.dup = True  # it may have gone out before the crash: DUP [MQTT-4.3.3]
                 queue.append(delivery)
                 self.queued_bytes += delivery.message.size if self.limits.max_queued_bytes else 0
             else:
@@ -285,8 +293,14 @@ class Session(Drainable):
     # ------------------------------------------------------------------ QoS flows
 
     def start_flight(self, delivery: Delivery) -> int:
-        """Give a QoS 1/2 delivery a free packet identifier and put it in flight."""
-        packet_id = self.outgoing.start(delivery, delivery.qos)
+        """Give a QoS 1/2 delivery a free packet identifier and put it in flight.
+
+        A journalled delivery prefers an id that follows from its sequence number:
+        sent again after a crash (before its flight was committed), it has the id the
+        client may still hold, so a QoS 2 message is not delivered twice."""
+        sequence = delivery.sequence
+        packet_id = self.outgoing.start(delivery, delivery.qos,
+                                        preferred=sequence % MAX_PACKET_ID + 1 if sequence else 0)
         delivery.packet_id = packet_id
         if delivery.sequence and self.journal is not None:
             self.journal.emit(DeliveryUpdated(self.client_id, delivery.sequence, packet_id,
@@ -295,7 +309,10 @@ class Session(Drainable):
 
     def acknowledged(self, packet_id: int) -> Delivery | None:
         """PUBACK: the delivery is over (None if no QoS 1 delivery awaited it)."""
-        return self._ended(self.outgoing.acknowledged(packet_id))
+        delivery = self.outgoing.acknowledged(packet_id)
+        if delivery is not None and delivery.sequence:
+            self.discard(delivery)
+        return delivery
 
     def completed(self, packet_id: int) -> Delivery | None:
         """PUBCOMP: the delivery is over (None if no QoS 2 delivery awaited it)."""

@@ -8,6 +8,7 @@ validated there. The core is given a `BrokerSettings` and reads nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 
@@ -55,3 +56,9 @@ class BrokerSettings:
     max_subscriptions_per_client: int = 10_000  # 0: no limit
     max_message_rate: float = 0  # PUBLISH packets per second from one client; 0: no limit
     max_byte_rate: float = 0  # bytes per second from one client; 0: no limit
+
+    @cached_property
+    def unchecked_topic_length(self) -> int:
+        """Topics shorter than this are within both topic limits (length and levels), so
+        the hot path need not count their levels."""
+        return min(self.max_topic_length + 1, self.max_topic_levels)

@@ -69,7 +69,14 @@ class SubscriptionDeleted:
 
 @dataclass(frozen=True, slots=True)
 class MessageSaved:
-    """A message some session or the retained store will need: stored once."""
+    """A message some session or the retained store will need: stored once.
+
+    A store keeps a message while a delivery or a retained topic refers to it,
+    and forgets it at the end of the `apply` that leaves nothing referring to
+    it; a reference to a message the store does not hold is ignored. So save a
+    message in the same turn as the first reference to it (and again if it
+    was forgotten); saving it twice is harmless.
+    """
 
     message_id: int  # assigned by the core, unique for the life of the store
     topic: str
@@ -214,6 +221,10 @@ class StoreStats:
     size_bytes: int = 0  # on disk (0 in memory)
     messages: int = 0
     sessions: int = 0
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written; the message names the file and what to do."""
 
 
 class Store(ABC):

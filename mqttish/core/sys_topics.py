@@ -120,6 +120,14 @@ class SysTree:
             }
         for name, filters in by_name.items():
             values[f"shared/group/{name}"] = json.dumps(filters, sort_keys=True)
+        store = stats.persistence
+        if store is not None:
+            values["persistence/size"] = str(store.size_bytes)
+            values["persistence/commits"] = str(store.commits)
+            values["persistence/changes"] = str(store.changes)
+            values["persistence/commit/batch"] = str(store.last_batch)
+            average = store.latency_sum / store.commits if store.commits else 0.0
+            values["persistence/commit/latency"] = f"{average * 1000:.3f} ms"
         return {PREFIX + topic: value.encode() for topic, value in values.items()}
 
     def _update_loads(self, stats: BrokerStats, now: float) -> None:

@@ -543,7 +543,7 @@ def _decode_auth(data: bytes, pos: int, end: int, flags: int, version: int) -> A
 
 _Decoder = Callable[[bytes, int, int, int, int], Packet]
 # Indexed by packet type; the second item is the fixed-header flags the type requires.
-_DECODERS: dict[int, tuple[_Decoder, int | None]] = {
+_DECODERS_BY_TYPE: dict[PacketType, tuple[_Decoder, int | None]] = {
     PacketType.CONNECT: (_decode_connect, 0),
     PacketType.CONNACK: (_decode_connack, 0),
     PacketType.PUBLISH: (_decode_publish, None),
@@ -560,6 +560,8 @@ _DECODERS: dict[int, tuple[_Decoder, int | None]] = {
     PacketType.DISCONNECT: (_decode_disconnect, 0),
     PacketType.AUTH: (_decode_auth, 0),
 }
+# Looked up with the plain int of each fixed header: int keys hash and compare fastest.
+_DECODERS = {int(packet_type): entry for packet_type, entry in _DECODERS_BY_TYPE.items()}
 
 
 # An idle connection's decoder shares this empty list; `feed` never appends to it.
@@ -654,10 +656,10 @@ class PacketDecoder:
         if required_flags is not None and flags != required_flags:
             raise malformed(f"[MQTT-2.2.2-2] invalid fixed header flags 0x{flags:X}")
         packet = decode(buf, pos + header, pos + total, flags, self.version)
-        if packet_type == PacketType.PUBLISH:
+        if packet_type == 3:  # PUBLISH
             if not flags and self.version != MQTT_5:
                 cast(Publish, packet).raw = buf[pos:pos + total]
-        elif packet_type == PacketType.CONNECT:
+        elif packet_type == 1:  # CONNECT
             self.version = cast(Connect, packet).protocol_level
         return packet
 

@@ -41,6 +41,10 @@ class FlightState(Enum):
     AWAITING_PUBCOMP = 3
 
 
+_AWAITING_PUBACK = FlightState.AWAITING_PUBACK  # (module constants: enum lookups cost)
+_AWAITING_PUBREC = FlightState.AWAITING_PUBREC
+
+
 class Flight(Protocol):
     """What the sender keeps for each PUBLISH in flight: at least its state."""
 
@@ -65,14 +69,23 @@ class Outgoing(Generic[F]):
     def __len__(self) -> int:
         return len(self.flights)
 
-    def start(self, flight: F, qos: int, reserved: Container[int] = ()) -> int:
+    def start(self, flight: F, qos: int, reserved: Container[int] = (),
+              preferred: int = 0) -> int:
         """Put a QoS 1/2 PUBLISH in flight under a free packet id, and return the id.
 
-        `reserved` are ids in use for other packets (a client's SUBSCRIBE, say).
+        `reserved` are ids in use for other packets (a client's SUBSCRIBE, say);
+        `preferred`, the id to use if it is free (one that does not depend on what
+        else was sent before, so that a message sent again after a crash of the
+        sender gets the id it had, which the receiver may still hold).
         """
-        packet_id = self.allocate(reserved)
-        flight.state = FlightState.AWAITING_PUBACK if qos == 1 else FlightState.AWAITING_PUBREC
-        self.flights[packet_id] = flight
+        flights = self.flights
+        packet_id = preferred or self._next_id
+        if packet_id in flights or packet_id in reserved:
+            packet_id = self.allocate(reserved)
+        else:  # (the common case, inline: this runs for every QoS 1/2 delivery)
+            self._next_id = packet_id % MAX_PACKET_ID + 1
+        flight.state = _AWAITING_PUBACK if qos == 1 else _AWAITING_PUBREC
+        flights[packet_id] = flight
         return packet_id
 
     def put(self, packet_id: int, flight: F) -> None:
@@ -82,7 +95,12 @@ class Outgoing(Generic[F]):
 
     def acknowledged(self, packet_id: int) -> F | None:
         """PUBACK: the QoS 1 flight is over. None if no such flight awaited it."""
-        return self._end(packet_id, FlightState.AWAITING_PUBACK)
+        flights = self.flights
+        flight = flights.get(packet_id)
+        if flight is None or flight.state is not _AWAITING_PUBACK:
+            return None
+        del flights[packet_id]
+        return flight
 
     def completed(self, packet_id: int) -> F | None:
         """PUBCOMP: the QoS 2 flight is over. None if no such flight awaited it."""

@@ -18,12 +18,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 
 from mqttish import __version__
-from mqttish.core.metrics import BrokerStats
+from mqttish.core.metrics import BrokerStats, PersistenceFigures
 from mqttish.transport.listeners import ListenerStats
 
 
@@ -100,6 +101,8 @@ class BrokerCollector:
             yield GaugeMetricFamily(name, documentation, value=getattr(stats, field))
         yield from _listener_metrics(scrape)
         yield from _shared_metrics(stats)
+        if stats.persistence is not None:
+            yield from _persistence_metrics(stats.persistence)
 
 
 def _listener_metrics(scrape: Scrape) -> Iterable[Metric]:
@@ -157,6 +160,26 @@ def _shared_metrics(stats: BrokerStats) -> Iterable[Metric]:
         redelivered.add_metric(values, group.redelivered)
         dropped.add_metric(values, group.dropped)
     yield from (members, sessions, backlog, delivered, redelivered, dropped)
+
+
+def _persistence_metrics(store: PersistenceFigures) -> Iterable[Metric]:
+    yield GaugeMetricFamily("mqttish_store_size_bytes",
+                            "Bytes of the durable store on disk, its write-ahead log included",
+                            value=store.size_bytes)
+    yield CounterMetricFamily("mqttish_store_commits", "Group commits of the journal",
+                              value=store.commits)
+    yield CounterMetricFamily("mqttish_store_changes", "Journal records committed",
+                              value=store.changes)
+    yield GaugeMetricFamily("mqttish_store_commit_batch", "Journal records in the last commit",
+                            value=store.last_batch)
+    cumulative = 0
+    buckets = []
+    for bound, count in zip((*map(str, store.latency_bounds), "+Inf"), store.latency_counts,
+                            strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    yield HistogramMetricFamily("mqttish_store_commit_seconds", "Time one group commit takes",
+                                buckets=buckets, sum_value=store.latency_sum)
 
 
 class MetricsExporter:

@@ -4,6 +4,7 @@ import pytest
 
 from mqttish.config import Config
 from mqttish.core.broker import Broker
+from mqttish.core.journal import Journal
 from mqttish.core.message import Message
 from mqttish.persistence.memory import MemoryStore
 from mqttish.protocol.packets import (
@@ -288,7 +289,8 @@ def test_clients_cannot_publish_to_dollar_topics(broker: Broker) -> None:
 
 def test_state_survives_restart_through_the_store() -> None:
     store = MemoryStore()
-    broker = Broker(Config(), store)
+    journal = Journal()
+    broker = Broker(Config(), journal=journal)
     pub = Peer(broker)
     pub.connect("pub")
     sub = Peer(broker)
@@ -297,7 +299,11 @@ def test_state_survives_restart_through_the_store() -> None:
     sub.drop()
     pub.send(Publish("t/r", b"kept", 1, retain=True, packet_id=1))
     broker.shutdown(now=5)
-    restarted = Broker(Config(), store)
+    changes, position = journal.take()
+    store.apply(changes)
+    journal.committed_up_to(position)
+    restarted = Broker(Config(), journal=Journal())
+    restarted.restore(store.load(), now=5)
     assert restarted.retained.get("t/r") is not None
     again = Peer(restarted)
     assert again.connect("sub", clean_start=False).session_present

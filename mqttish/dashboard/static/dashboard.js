@@ -122,6 +122,10 @@
       detail: (v) => `${v("store/messages/count")} stored` },
     { id: "subscriptions", label: "subscriptions", topic: "subscriptions/count",
       detail: (v) => `${v("shared/count")} shared groups` },
+    { id: "store", label: "store on disk", topic: "persistence/size", bytes: true,
+      detail: (v) => sys.has("persistence/size")
+        ? `commit ${v("persistence/commit/latency")} · batch ${v("persistence/commit/batch")}`
+        : "persistence off" },
   ];
   const sys = new Map();
 
