@@ -30,7 +30,7 @@ from enum import Enum
 from pathlib import Path
 
 from mqttish.errors import MQTTError
-from mqttish.protocol.topics import matches, validate_topic_filter
+from mqttish.protocol.topics import covers, matches, validate_topic_filter
 
 CLIENT_CACHE_SIZE = 10_000  # clients whose rules and answers are kept
 TOPIC_CACHE_SIZE = 1024  # answers kept per client and kind of access
@@ -136,23 +136,6 @@ def load_acl_file(path: str) -> AclFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise AclFileError(f"cannot read ACL file {path}: {exc}") from None
     return parse_acl_lines(text.splitlines(), path)
-
-
-def covers(rule_filter: str, topic_filter: str) -> bool:
-    """Whether every topic `topic_filter` can match is matched by `rule_filter`."""
-    if topic_filter.startswith("$") and rule_filter[:1] in ("+", "#"):
-        return False  # a leading wildcard never matches a `$` topic [MQTT-4.7.2-1]
-    rule_levels = rule_filter.split("/")
-    levels = topic_filter.split("/")
-    for index, rule_level in enumerate(rule_levels):
-        if rule_level == "#":
-            return True
-        if index >= len(levels):
-            return False
-        level = levels[index]
-        if level == "#" or (rule_level != "+" and (level == "+" or level != rule_level)):
-            return False
-    return len(rule_levels) == len(levels)
 
 
 def decide(rules: tuple[Rule, ...], topic: str, want: Want) -> bool:

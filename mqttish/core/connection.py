@@ -760,6 +760,12 @@ class Connection:
         if self.rates is not None and (code := self.rates.published(now)):
             raise RemoteProtocolError("publishes more messages per second than "
                                       "max_message_rate", code)
+        size_limit = config.message_size_limit
+        if size_limit and len(packet.payload) > size_limit:  # Mosquitto's message_size_limit
+            log.info("dropped publish by %s: payload of %d bytes over message_size_limit",
+                     self.name, len(packet.payload))
+            self._reject_publish(packet, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR)
+            return
         if len(topic) >= config.unchecked_topic_length and (
                 len(topic) > config.max_topic_length
                 or topic.count("/") >= config.max_topic_levels):

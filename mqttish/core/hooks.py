@@ -15,6 +15,10 @@ from enum import Enum
 from mqttish.core.message import Message
 from mqttish.protocol.packets import Connect
 
+# The `listener` of the broker's own in-process clients (a bridge's link): trusted, as
+# Mosquitto trusts its bridges; the security hook lets them in and lets them read and write.
+INTERNAL_LISTENER = -1
+
 
 class Decision(Enum):
     ALLOW = "allow"
@@ -37,6 +41,7 @@ class ClientInfo:
     peer: str
     protocol_level: int
     listener: int = 0  # index in config.listeners: settings may differ per listener
+    bridge: bool = False  # another broker's bridge (CONNECT's bridge bit, try_private)
 
 
 class Hook:

@@ -85,17 +85,25 @@ def has_wildcard(topic_filter: str) -> bool:
     return "+" in topic_filter or "#" in topic_filter
 
 
+def covers(topic_filter: str, other: str) -> bool:
+    """Whether `topic_filter` matches every topic that `other` can stand for: `other` is a
+    topic name (then: whether it matches it) or a filter (`sensors/#` covers
+    `sensors/+/temp`); an ACL rule is checked against a subscription this way."""
+    if other.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False  # a leading wildcard never matches a `$` topic [MQTT-4.7.2-1]
+    filter_levels = topic_filter.split("/")
+    levels = other.split("/")
+    for index, filter_level in enumerate(filter_levels):
+        if filter_level == "#":
+            return True
+        if index >= len(levels):
+            return False
+        level = levels[index]
+        if level == "#" or (filter_level != "+" and (level == "+" or level != filter_level)):
+            return False
+    return len(filter_levels) == len(levels)
+
+
 def matches(topic_filter: str, topic: str) -> bool:
     """Whether one filter matches one topic name; the reference the tree is tested against."""
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if index >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[index]:
-            return False
-    return len(filter_levels) == len(topic_levels)
+    return covers(topic_filter, topic)

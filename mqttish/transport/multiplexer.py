@@ -53,6 +53,7 @@ from mqttish.auth.gate import LoginGate
 from mqttish.auth.throttle import ConnectionRate
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection
+from mqttish.core.packet_log import connection_type
 from mqttish.transport.listeners import ACCEPT_RETRY, CAPACITY_ERRNOS, ListenerStats
 from mqttish.transport.stream import CLOSE_GRACE, RECEIVE_SIZE
 
@@ -406,9 +407,9 @@ class Multiplexer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         stats = listener.stats
         slot = _Slot(self, sock, stats)
-        slot.connection = Connection(self.broker, peer, now, on_output=slot.output_ready,
-                                     counters=stats, on_resume=slot.input_ready,
-                                     listener=listener.index)
+        slot.connection = connection_type(self.broker.config)(
+            self.broker, peer, now, on_output=slot.output_ready, counters=stats,
+            on_resume=slot.input_ready, listener=listener.index)
         self._slots[slot.fd] = slot
         self._epoll.register(slot.fd, _IN)
         stats.accepted += 1

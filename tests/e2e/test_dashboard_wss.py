@@ -10,7 +10,7 @@ import pytest
 
 from mqttish.config import ListenerConfig
 from tests.conftest import BrokerThread
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS, ROOT, missing
+from tests.e2e.browser import chromium_page
 from tests.wire.paho_client import PahoClient
 from tests.wire.tls_certs import make_certificates
 
@@ -18,23 +18,8 @@ from tests.wire.tls_certs import make_certificates
 @pytest.fixture
 def tls_page() -> Iterator[Any]:
     """A page in Chromium that accepts our test CA's certificates."""
-    if not CHROMIUM.exists():
-        missing(f"{CHROMIUM} not found: apt-get install chromium")
-    if not (ROOT / "node_modules" / "mqtt" / "dist" / "mqtt.min.js").is_file():
-        missing("node_modules missing: run 'npm ci' (make test does)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(ignore_https_errors=True)
-            page.errors = []
-            page.on("pageerror", lambda error: page.errors.append(str(error)))
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(ignore_https_errors=True) as page:
+        yield page
 
 
 def test_dashboard_over_wss(start_broker: Callable[..., BrokerThread], tls_page: Any,

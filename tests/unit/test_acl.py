@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mqttish.auth.acl import AclChecker, AclFileError, Want, covers, parse_acl_lines
+from mqttish.auth.acl import AclChecker, AclFileError, Want, parse_acl_lines
+from mqttish.protocol.topics import covers
 
 ACL = """
 # anonymous clients

@@ -160,6 +160,38 @@
     if (Number.isFinite(uptime)) $("uptime").textContent = `up ${formatDuration(uptime)}`;
   }
 
+  // ------------------------------------------------------------------ bridges
+
+  // $SYS/broker/connection/<name>/state (1 up, 0 down) and the figures mqttish's own
+  // bridges publish beside it; a bridge of another broker into this one shows its state.
+  const BRIDGE_FIGURES = ["address", "messages/sent", "messages/received", "messages/dropped",
+                          "messages/queued"];
+
+  function renderBridges() {
+    const names = [];
+    for (const key of sys.keys()) {
+      const match = /^connection\/([^/]+)\/state$/.exec(key);
+      if (match && sys.get(key) !== "") names.push(match[1]);
+    }
+    names.sort();
+    $("bridges-panel").hidden = names.length === 0;
+    const rows = names.map((name) => {
+      const row = document.createElement("tr");
+      const up = sys.get(`connection/${name}/state`);
+      const cells = [name, up === "1" ? "up" : "down",
+        ...BRIDGE_FIGURES.map((figure) => sys.get(`connection/${name}/${figure}`) ?? "–")];
+      cells.forEach((text, index) => {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        if (index === 1) { cell.className = "bridge-state"; cell.dataset.up = up; }
+        row.appendChild(cell);
+      });
+      row.dataset.bridge = name;
+      return row;
+    });
+    $("bridges").querySelector("tbody").replaceChildren(...rows);
+  }
+
   // ------------------------------------------------------------------ topic tree
 
   class TreeNode {
@@ -605,7 +637,7 @@
     setupPublish();
     setInterval(() => {
       flushTree();
-      if (sysDirty) { renderCards(); sysDirty = false; }
+      if (sysDirty) { renderCards(); renderBridges(); sysDirty = false; }
     }, FLUSH_MS);
     setInterval(flushChart, 250);
     connect();
