@@ -41,7 +41,7 @@ test: lint typecheck node_modules/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-# Benchmark mqttish side by side with Mosquitto and amqtt (docs/performance.md).
+# Benchmark mqttish side by side with Mosquitto, aedes and amqtt (docs/performance.md).
 # One scenario / one broker while optimising:
 #   make bench ARGS="--scenario fan-in-qos0 --broker mqttish"
 # Other options: --smoke, --profile, --runs N (python -m bench --help).

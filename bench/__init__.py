@@ -1,1 +1,1 @@
-"""Side-by-side benchmark harness: mqttish, Mosquitto and amqtt (docs/performance.md)."""
+"""Side-by-side benchmark harness: mqttish, Mosquitto, aedes and amqtt (docs/performance.md)."""

@@ -4,7 +4,8 @@
     make bench ARGS="--scenario fan-in-qos0 --scenario fan-out-qos0 --broker mqttish \
         --mqttish-config DIR/mqttish-auth.yaml --no-docs"
 
-The configuration is bench/mqttish-bench.yaml plus a password file of 10,000
+The configuration is the one the harness gives mqttish in the windowed
+scenarios (`Mqttish.config_text`) plus a password file of 10,000
 users ($7$ hashes with Mosquitto 2.0's 101 iterations) and an ACL file of
 1,000 rules: 900 for other users and 100 patterns that every client's checks
 go through. The benchmark's clients connect anonymously (allowed), so every
@@ -20,10 +21,12 @@ import os
 import sys
 from pathlib import Path
 
+from bench.brokers import Mqttish
+from bench.scenarios import WINDOWED_SETTINGS
+
 USERS = 10_000
 USER_RULES = 900
 PATTERNS = 100
-BENCH_DIR = Path(__file__).resolve().parent
 
 
 def _hash(password: str) -> str:
@@ -43,7 +46,7 @@ def write(directory: Path) -> Path:
     acl = directory / "acl"
     acl.write_text("\n".join(lines) + "\n")
     config = directory / "mqttish-auth.yaml"
-    base = (BENCH_DIR / "mqttish-bench.yaml").read_text()
+    base = Mqttish().config_text(1883, WINDOWED_SETTINGS)  # the harness passes -p PORT
     config.write_text(f"{base}\nallow_anonymous: true\npassword_file: {passwd}\n"
                       f"acl_file: {acl}\nmax_subscriptions_per_client: 0\n")
     return config

@@ -8,7 +8,9 @@ a file written for that run, and its output in a log file next to it.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,19 +23,20 @@ from pathlib import Path
 
 from bench import mqtt
 from bench.procstat import raise_fd_limit
+from bench.scenarios import BrokerSettings
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 AMQTT_VENV = BENCH_DIR / ".venv-amqtt"
 AMQTT_REQUIREMENT = "amqtt==0.12.1"
+AEDES_DIR = BENCH_DIR / ".node-aedes"
+AEDES_REQUIREMENT = "aedes@1.2.0"
 MOSQUITTO = "/usr/sbin/mosquitto"
 BROKER_FD_LIMIT = 65536
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
-# Limits raised on every broker alike (where it has the knob), stated in docs/performance.md.
-MAX_INFLIGHT = 1000
-MAX_QUEUED = 200_000
+DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"  # Mosquitto's name, mqttish's too
 
 
 class BrokerError(Exception):
@@ -142,7 +145,8 @@ class RunningBroker:
 class BrokerKind(ABC):
     name: str
     label: str
-    config: Path | None = None  # a fixed config file, for brokers that have one
+    config: Path | None = None  # a fixed config file instead of the generated one
+    dropped_topic: str | None = None  # a retained $SYS counter of dropped deliveries
     scenarios: tuple[str, ...] | None = None  # the scenarios it runs (None: all)
     pinned = True  # on the broker CPU; False: free to use every CPU
 
@@ -151,7 +155,7 @@ class BrokerKind(ABC):
         return
 
     @abstractmethod
-    def command(self, port: int, workdir: Path) -> list[str]:
+    def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
         """The command line for a broker on `port`; may write a config file in `workdir`."""
 
     @abstractmethod
@@ -161,16 +165,21 @@ class BrokerKind(ABC):
         """The broker process's environment (None: the harness's own)."""
         return None
 
+    def sys_interval(self, seconds: float) -> float:
+        """The $SYS interval the broker really uses when asked for `seconds`."""
+        return seconds
+
     def directory(self) -> Path:
         """The broker process's working directory."""
         return ROOT
 
-    def start(self, port: int, workdir: Path, pinning: Pinning) -> RunningBroker:
+    def start(self, port: int, workdir: Path, pinning: Pinning,
+              settings: BrokerSettings) -> RunningBroker:
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / f"{self.name}-{port}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*pinning.broker_prefix(), *self.command(port, workdir)],
+                [*pinning.broker_prefix(), *self.command(port, workdir, settings)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=_raise_limits, start_new_session=True, cwd=self.directory(),
                 env=self.environment(),
@@ -183,7 +192,10 @@ class BrokerKind(ABC):
 class Mqttish(BrokerKind):
     name = "mqttish"
     label = "mqttish"
-    config: Path | None = BENCH_DIR / "mqttish-bench.yaml"
+    dropped_topic = DROPPED_TOPIC
+    # The config key of the stall timeout (seconds); None for a revision without one
+    # (then the broker's own default applies, and the target is judged against the param).
+    stall_timeout_key: str | None = "stall_timeout"
     source: Path | None = None  # an exported revision; None: the working tree
     revision = ""
 
@@ -213,9 +225,34 @@ class Mqttish(BrokerKind):
         # `python -m` puts the working directory first on sys.path: not the repository's.
         return self.source or ROOT
 
-    def command(self, port: int, workdir: Path) -> list[str]:
-        config = ["-c", str(self.config)] if self.config else []
-        return [sys.executable, "-m", "mqttish", *config, "-p", str(port)]
+    def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
+        config = self.config or self._write_config(port, workdir, settings)
+        return [sys.executable, "-m", "mqttish", "-c", str(config), "-p", str(port)]
+
+    def _write_config(self, port: int, workdir: Path, settings: BrokerSettings) -> Path:
+        config = workdir / f"mqttish-{port}.yaml"
+        config.write_text(self.config_text(port, settings))
+        return config
+
+    def config_text(self, port: int, settings: BrokerSettings) -> str:
+        """The YAML configuration the harness gives mqttish for one scenario."""
+        lines = ["# written by bench/brokers.py", "listeners:", f"  - port: {port}",
+                 "log_level: warning"]
+        if settings.max_inflight is not None:
+            lines.append(f"max_inflight_messages: {settings.max_inflight}")
+        if settings.max_queued is not None:
+            lines.append(f"max_queued_messages: {settings.max_queued}")
+        if settings.sys_interval is not None:
+            lines.append(f"sys_interval: {settings.sys_interval:g}")
+        key = self.stall_timeout_key
+        if settings.stall_timeout is not None and key and self._has_config_key(key):
+            lines.append(f"{key}: {settings.stall_timeout:g}")
+        return "\n".join(lines) + "\n"
+
+    def _has_config_key(self, key: str) -> bool:
+        """Whether the mqttish being run knows `key` (an older --mqttish-rev may not)."""
+        source = (self.source or ROOT) / "mqttish" / "config.py"
+        return re.search(rf"^    {re.escape(key)}: ", source.read_text(), re.MULTILINE) is not None
 
     def version(self) -> str:
         version = importlib.metadata.version("mqttish")
@@ -229,27 +266,29 @@ class Mqttish(BrokerKind):
 class Mosquitto(BrokerKind):
     name = "mosquitto"
     label = "Mosquitto"
+    dropped_topic = DROPPED_TOPIC
 
     def prepare(self) -> None:
         if not os.access(MOSQUITTO, os.X_OK):
             raise BrokerError(f"{MOSQUITTO} not found: apt-get install mosquitto")
 
-    def command(self, port: int, workdir: Path) -> list[str]:
+    def sys_interval(self, seconds: float) -> float:
+        return max(1, round(seconds))  # whole seconds only
+
+    def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
         config = workdir / f"mosquitto-{port}.conf"
-        config.write_text(
-            f"# written by bench/brokers.py for one run\n"
-            f"listener {port} 127.0.0.1\n"
-            f"max_connections -1\n"
-            f"allow_anonymous true\n"
-            f"persistence false\n"
-            f"max_inflight_messages {MAX_INFLIGHT}\n"
-            f"max_queued_messages {MAX_QUEUED}\n"
-            f"set_tcp_nodelay true\n"
-            f"log_dest stderr\n"
-            f"log_type error\n"
-            f"log_type warning\n"
-            f"connection_messages false\n"
-        )
+        lines = ["# written by bench/brokers.py for one run", f"listener {port} 127.0.0.1",
+                 "max_connections -1", "allow_anonymous true", "persistence false",
+                 "set_tcp_nodelay true", "log_dest stderr", "log_type error",
+                 "log_type warning", "connection_messages false"]
+        if settings.max_inflight is not None:
+            lines.append(f"max_inflight_messages {settings.max_inflight}")
+        if settings.max_queued is not None:
+            lines.append(f"max_queued_messages {settings.max_queued}")
+        if settings.sys_interval is not None:
+            lines.append(f"sys_interval {self.sys_interval(settings.sys_interval):g}")
+        # No stall timeout: Mosquitto never holds a publisher back, it drops instead.
+        config.write_text("\n".join(lines) + "\n")
         return [MOSQUITTO, "-c", str(config)]
 
     def version(self) -> str:
@@ -278,7 +317,8 @@ class Amqtt(BrokerKind):
         if subprocess.run([*pip, AMQTT_REQUIREMENT], check=False).returncode != 0:
             raise BrokerError(f"could not install {AMQTT_REQUIREMENT} into {AMQTT_VENV}")
 
-    def command(self, port: int, workdir: Path) -> list[str]:
+    def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
+        # amqtt has no inflight, queue or stall limits: `settings` has nothing to set.
         config = workdir / f"amqtt-{port}.yaml"
         config.write_text(
             "# written by bench/brokers.py for one run\n"
@@ -301,6 +341,45 @@ class Amqtt(BrokerKind):
         return result.stdout.strip() or "not installed"
 
 
+class Aedes(BrokerKind):
+    """aedes (Node.js) through bench/aedes_broker.mjs, installed by npm into bench/.node-aedes."""
+
+    name = "aedes"
+    label = "aedes"
+
+    @property
+    def package(self) -> Path:
+        return AEDES_DIR / "node_modules" / "aedes" / "package.json"
+
+    def prepare(self) -> None:
+        """npm-install aedes into bench/.node-aedes (git-ignored), not into node_modules/."""
+        if self.package.exists():
+            return
+        if not shutil.which("node") or not shutil.which("npm"):
+            raise BrokerError("aedes needs node and npm: apt-get install nodejs npm")
+        print(f"bench: installing {AEDES_REQUIREMENT} into {AEDES_DIR}", file=sys.stderr)
+        AEDES_DIR.mkdir(parents=True, exist_ok=True)
+        command = ["npm", "install", "--prefix", str(AEDES_DIR), "--no-audit", "--no-fund",
+                   "--no-save", "--loglevel=error", AEDES_REQUIREMENT]
+        if subprocess.run(command, check=False).returncode != 0 or not self.package.exists():
+            raise BrokerError(f"could not install {AEDES_REQUIREMENT} into {AEDES_DIR}")
+
+    def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
+        # aedes has no inflight or queue limits (stream backpressure instead) and no
+        # drop counter; its stall timeout is `drainTimeout` (default 60 s).
+        command = ["node", str(BENCH_DIR / "aedes_broker.mjs"), "--aedes", str(AEDES_DIR),
+                   "--port", str(port)]
+        if settings.stall_timeout is not None:
+            command += ["--drain-timeout-ms", str(round(settings.stall_timeout * 1000))]
+        return command
+
+    def version(self) -> str:
+        try:
+            return str(json.loads(self.package.read_text())["version"])
+        except (OSError, ValueError, KeyError):
+            return "not installed"
+
+
 def _git(*args: str) -> str:
     result = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
                             check=False)
@@ -316,11 +395,12 @@ class MqttishWorkers(Mqttish):
     scenarios = ("fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "connections")
     pinned = False
 
-    def command(self, port: int, workdir: Path) -> list[str]:
-        return [*super().command(port, workdir), "--workers", "2"]
+    def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
+        return [*super().command(port, workdir, settings), "--workers", "2"]
 
-    def start(self, port: int, workdir: Path, pinning: Pinning) -> RunningBroker:
-        return super().start(port, workdir, _EveryCpu(None, None))
+    def start(self, port: int, workdir: Path, pinning: Pinning,
+              settings: BrokerSettings) -> RunningBroker:
+        return super().start(port, workdir, _EveryCpu(None, None), settings)
 
 
 class _EveryCpu(Pinning):
@@ -332,5 +412,6 @@ class _EveryCpu(Pinning):
         return ["taskset", "-c", f"0-{last}"] if shutil.which("taskset") else []
 
 
-BROKERS: dict[str, BrokerKind] = {kind.name: kind for kind in (
-    Mqttish(), MqttishWorkers(), Mosquitto(), Amqtt())}
+BROKERS: dict[str, BrokerKind] = {
+    kind.name: kind for kind in (Mqttish(), MqttishWorkers(), Mosquitto(), Aedes(), Amqtt())
+}

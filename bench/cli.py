@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import profile, report
 from bench.brokers import BROKERS, ROOT, BrokerError, BrokerKind, Mqttish, Pinning, free_port
-from bench.scenarios import DESCRIPTIONS, SCENARIOS, Params, params_for
+from bench.scenarios import DESCRIPTIONS, SCENARIOS, Params, params_for, settings_for
 
 DOCS = ROOT / "docs" / "performance.md"
 DEFAULT_RESULTS = ROOT / "bench" / "results"
@@ -41,7 +41,7 @@ DEFAULT_RESULTS = ROOT / "bench" / "results"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark mqttish side by side with Mosquitto and amqtt.",
+        description="Benchmark mqttish side by side with Mosquitto, aedes and amqtt.",
         epilog="Scenarios: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()),
     )
     parser.add_argument("--scenario", action="append", choices=SCENARIOS,
@@ -60,7 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="override a scenario size, e.g. --param inflight=300 (see "
                         "bench/scenarios.py); no docs are written then")
     parser.add_argument("--mqttish-config", type=Path, metavar="FILE",
-                        help="run mqttish with this config instead of bench/mqttish-bench.yaml")
+                        help="run mqttish with this config instead of the one the harness "
+                        "writes per scenario (limits and port as in docs/performance.md)")
     parser.add_argument("--mqttish-rev", metavar="REV",
                         help="benchmark mqttish as committed at REV (e.g. HEAD) instead of the "
                         "working tree, which others may be editing during a long run")
@@ -115,8 +116,9 @@ class Harness:
     def run_one(self, kind: BrokerKind, scenario: str, run: int) -> report.RunResult:
         outcome: report.RunResult = {"broker": kind.name, "scenario": scenario, "run": run}
         port = free_port()
+        settings = settings_for(scenario, self.params)
         try:
-            broker = kind.start(port, self.logs, self.pinning)
+            broker = kind.start(port, self.logs, self.pinning, settings)
         except BrokerError as exc:
             outcome["error"] = f"broker did not start: {exc}"
             return outcome
@@ -126,6 +128,9 @@ class Harness:
                    "--scenario", scenario, "--port", str(port), "--broker-pid", str(broker.pid)]
         if self.pinning.broker_cpu is not None and kind.pinned:
             command += ["--broker-cpu", str(self.pinning.broker_cpu)]
+        if kind.dropped_topic is not None and settings.sys_interval is not None:
+            command += ["--dropped-topic", kind.dropped_topic,
+                        "--sys-interval", str(kind.sys_interval(settings.sys_interval))]
         if self.args.smoke:
             command.append("--smoke")
         for item in self.args.param:
@@ -145,6 +150,8 @@ class Harness:
                         [*self.pinning.load_prefix(),
                          *profile.record_command(broker.pid, raw_profile, record["seconds"])],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                elif record.get("event") == "measured" and profiler is not None:
+                    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 elif "result" in record:
                     outcome["result"] = record["result"]
                 elif "error" in record:
@@ -256,6 +263,15 @@ def _one_line(outcome: report.RunResult) -> str:
     elif scenario == "retained":
         text = (f"'#' {result['all_received']:,} in {result['all_s']:.2f} s, narrow "
                 f"{result['narrow_received']} in {result['narrow_ms']:.1f} ms")
+    elif scenario in ("overload-qos1", "overload-stalled"):
+        dropped = result["broker_dropped"]
+        text = (f"{result['rate']:,.0f}/s delivered, {result['acked_rate']:,.0f}/s acked, "
+                f"lost {result['loss']:,} acked, broker dropped "
+                f"{'n/a' if dropped is None else f'{dropped:,}'}, longest PUBACK wait "
+                f"{result['max_wait_ms']:,.0f} ms")
+    elif scenario == "overload-qos0":
+        text = (f"{result['rate']:,.0f}/s delivered of {result['sent_rate']:,.0f}/s sent, "
+                f"lost {result['loss_pct']:.0f}%, p50 {result['p50_ms']:,.1f} ms")
     else:
         text = f"{result['rate']:,.0f}/s, lost {result['loss']:,}"
     return (f"{text} (CPU broker {result['broker_cpu']:.0f}%, generator "
@@ -298,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {exc}", file=sys.stderr)
             return 2
     _pin_self(harness.pinning)
+    # Stopped from outside (kill, or a job control that ignores SIGINT): unwind, so that
+    # the running broker and load generator are stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         results = harness.run_all()
     except BrokerError as exc:

@@ -21,7 +21,9 @@ The harness runs it pinned to the load CPU. Theory of operation:
   seconds measured (CPU of the broker and of this process are read from /proc
   at both ends), then the load stops and stragglers get up to `drain` seconds.
 * Output: `{"event": "measuring", ...}` when the measured window opens (the
-  harness starts the profiler then), and finally `{"result": {...}}`.
+  harness starts the profiler then), `{"event": "measured"}` when a window
+  of no set length closes (it stops the profiler), and finally
+  `{"result": {...}}`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +51,7 @@ LINGER_RESET = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT piles up 
 SATURATED = 90.0  # percent of its core above which the generator is the bottleneck
 COALESCE_BYTES = 32768
 COALESCE_SLEEP = 0.0005
+SNDBUF_FLOOD = 65536  # bytes: a flooding publisher's socket send buffer
 
 Result = dict[str, Any]
 
@@ -198,6 +202,7 @@ class Subscriber(Endpoint):
         self.top = [-1] * publishers  # highest sequence number seen, per publisher
         self.seen = [bytearray(1 << 16) for _ in range(publishers)]
         self.latencies: list[int] | None = None  # ns, while recording
+        self.sample_every = 1  # record the latency of messages whose seq is a multiple of this
         self.subacks: list[bytes] = []
         self.unexpected = 0  # packets other than PUBLISH and SUBACK
 
@@ -219,7 +224,7 @@ class Subscriber(Endpoint):
         pos = 0
         unpack = mqtt.STAMP.unpack_from
         seen, top, unique = self.seen, self.top, self.unique
-        latencies = self.latencies
+        latencies, sample = self.latencies, self.sample_every
         pubacks = mqtt.PUBACKS
         acks: list[bytes] = []
         received = duplicates = reordered = retained = 0
@@ -254,7 +259,7 @@ class Subscriber(Endpoint):
                         reordered += 1
                     else:
                         top[publisher] = seq
-                if latencies is not None:
+                if latencies is not None and not seq % sample:
                     latencies.append(now_ns - sent_ns)
                 received += 1
             elif kind == mqtt.SUBACK:
@@ -284,13 +289,100 @@ def _long_length(buf: bytearray, pos: int) -> tuple[int, int] | None:
     return None
 
 
-class Publisher(Endpoint):
-    """Sends batches of benchmark PUBLISH packets; counts PUBACKs at QoS 1."""
+class AckBook:
+    """Which QoS 1 PUBLISH of one publisher were acknowledged, and how long each waited.
 
-    def __init__(self, sock: socket.socket, number: int, topic: str, qos: int) -> None:
+    A PUBACK names a packet id, and packet id `seq % 65535 + 1` is unique among
+    the (at most a few hundred) messages in flight, so each maps back to its
+    sequence number exactly. Brokers must acknowledge in order [MQTT-4.6.0-2];
+    a batch of PUBACKs whose first and last ids are the expected ones is booked
+    with one slice assignment, anything else one by one.
+
+    The wait of a message is from the moment the generator handed its batch to
+    the socket to the moment its PUBACK was read: a broker that holds a
+    publisher back, by not reading it or by not acknowledging, makes it longer.
+    """
+
+    def __init__(self) -> None:
+        self.acked = bytearray(1 << 12)  # 1 per acknowledged sequence number
+        self.count = 0  # PUBACKs booked
+        self.low = 0  # every sequence number below this one is acknowledged
+        self.sent = 0
+        self.batches: deque[tuple[int, int]] = deque()  # (end seq, sent ns), not all acked
+        self.max_wait_ns = 0
+        self.out_of_order = 0
+        self.unknown = 0  # PUBACKs for nothing in flight (or duplicates)
+        self.waits: list[int] | None = None  # ns per batch, while recording
+
+    def on_sent(self, count: int, now_ns: int) -> None:
+        self.sent += count
+        self.batches.append((self.sent, now_ns))
+        while self.sent > len(self.acked):
+            self.acked.extend(bytes(len(self.acked)))
+
+    def on_pubacks(self, data: bytes | bytearray, now_ns: int) -> None:
+        """Book `data`, a run of whole 4-byte PUBACK packets."""
+        n = len(data) >> 2
+        low = self.low
+        first = data[2] << 8 | data[3]
+        last = data[-2] << 8 | data[-1]
+        if (low + n <= self.sent and first == low % 0xFFFF + 1
+                and last == (low + n - 1) % 0xFFFF + 1 and not self.out_of_order):
+            self.acked[low:low + n] = bytes([1]) * n
+            self.low = low + n
+            self.count += n
+        else:
+            self._one_by_one(data)
+        batches = self.batches
+        while batches and batches[0][0] <= self.low:
+            wait = now_ns - batches.popleft()[1]
+            if wait > self.max_wait_ns:
+                self.max_wait_ns = wait
+            if self.waits is not None:
+                self.waits.append(wait)
+
+    def _one_by_one(self, data: bytes | bytearray) -> None:
+        acked, low, sent = self.acked, self.low, self.sent
+        for i in range(2, len(data), 4):
+            pid = data[i] << 8 | data[i + 1]
+            seq = low + (pid - 1 - low) % 0xFFFF
+            if seq >= sent or acked[seq]:
+                self.unknown += 1
+                continue
+            if seq != low:
+                self.out_of_order += 1
+            acked[seq] = 1
+            self.count += 1
+            while low < sent and acked[low]:
+                low += 1
+        self.low = low
+
+    def longest_wait_ns(self, now_ns: int) -> int:
+        """The longest wait so far, counting a message still waiting at `now_ns`."""
+        waiting = now_ns - self.batches[0][1] if self.batches else 0
+        return max(self.max_wait_ns, waiting)
+
+    def lost(self, seen: bytearray) -> int:
+        """Acknowledged messages that are not marked in `seen` (a subscriber's bitmap)."""
+        size = len(self.acked)
+        seen_part = bytes(seen[:size]).ljust(size, b"\0")
+        acked = int.from_bytes(self.acked, "little")
+        return (acked & ~int.from_bytes(seen_part, "little")).bit_count()
+
+
+class Publisher(Endpoint):
+    """Sends batches of benchmark PUBLISH packets; counts PUBACKs at QoS 1.
+
+    With an `AckBook` (`book=True`), it also knows which PUBLISH were
+    acknowledged and how long each waited.
+    """
+
+    def __init__(self, sock: socket.socket, number: int, topic: str, qos: int,
+                 book: bool = False) -> None:
         super().__init__(sock)
         self.number = number
         self.qos = qos
+        self.book = AckBook() if book else None
         head = mqtt.publish_head(topic, qos)
         pad = len(mqtt.PADDING)
         packet_id = "H" if qos else ""
@@ -317,6 +409,8 @@ class Publisher(Endpoint):
             data = b"".join([pack(head, now_ns, number, seq)
                              for seq in range(start, start + count)])
         self.sent += count
+        if self.book is not None:
+            self.book.on_sent(count, now_ns)
         self.send(data)
 
     def on_readable(self, now_ns: int) -> None:
@@ -328,8 +422,14 @@ class Publisher(Endpoint):
         whole = len(buf) & ~3
         acks = buf.count(b"\x40\x02", 0, whole)  # PUBACKs are the only thing a publisher gets
         if acks * 4 != whole:
-            acks = sum(1 for p in mqtt.PacketSplitter().feed(bytes(buf[:whole]))
-                       if p.kind == mqtt.PUBACK)
+            pubacks = [p for p in mqtt.PacketSplitter().feed(bytes(buf[:whole]))
+                       if p.kind == mqtt.PUBACK]
+            acks = len(pubacks)
+            if self.book is not None and pubacks:
+                self.book.on_pubacks(b"".join(bytes([mqtt.PUBACK, 2]) + p.body
+                                              for p in pubacks), now_ns)
+        elif self.book is not None and whole:
+            self.book.on_pubacks(buf[:whole], now_ns)
         del buf[:whole]
         self.acked += acks
 
@@ -364,10 +464,12 @@ class Publisher(Endpoint):
 class Run:
     """Warm-up, measured window, drain: drives a Loop and calls the scenario's hooks."""
 
-    def __init__(self, ctx: Context, loop: Loop, counter: Callable[[], int]) -> None:
+    def __init__(self, ctx: Context, loop: Loop, counter: Callable[[], int],
+                 warmup: float | None = None) -> None:
         self.ctx = ctx
         self.loop = loop
         self.counter = counter  # messages delivered so far
+        self.warmup = ctx.params.warmup if warmup is None else warmup
         self.meter = CpuMeter([ctx.broker_pid, os.getpid()], ctx.broker_cpu)
         self.measured = 0
         self.elapsed = 0.0
@@ -375,20 +477,24 @@ class Run:
         self.drained = True
         self.phase = "warmup"
         self.coalesce = True
+        self.also: dict[str, Callable[[], int]] = {}  # more counters, rated like `counter`
+        self.rates: dict[str, float] = {}
 
     def run(self, produce: Callable[[float, int], float | None],
             settled: Callable[[], bool], on_measure: Callable[[], None] | None = None) -> None:
         """`produce(now, now_ns)` sends what it may and returns when it next wants to run."""
         params = self.ctx.params
         start = time.monotonic()
-        measure_at = start + params.warmup
+        measure_at = start + self.warmup
         stop_at = measure_at + params.duration
         count_at_start = 0
+        also_at_start: dict[str, int] = {}
         while True:
             now = time.monotonic()
             if self.phase == "warmup" and now >= measure_at:
                 self.phase = "measure"
                 count_at_start = self.counter()
+                also_at_start = {name: count() for name, count in self.also.items()}
                 self.meter.start()
                 window_start = now
                 if on_measure is not None:
@@ -397,6 +503,8 @@ class Run:
             if self.phase == "measure" and now >= stop_at:
                 self.measured = self.counter() - count_at_start
                 self.elapsed = now - window_start
+                self.rates = {name: (count() - also_at_start[name]) / self.elapsed
+                              for name, count in self.also.items()}
                 self.cpu = self.meter.stop()
                 break
             wake = produce(now, time.monotonic_ns())
@@ -439,11 +547,14 @@ class Run:
 
 class Context:
     def __init__(self, port: int, broker_pid: int, params: Params,
-                 broker_cpu: int | None = None) -> None:
+                 broker_cpu: int | None = None, dropped_topic: str | None = None,
+                 sys_interval: float = 1.0) -> None:
         self.port = port
         self.broker_pid = broker_pid
         self.broker_cpu = broker_cpu  # where the broker is pinned, if it is
         self.params = params
+        self.dropped_topic = dropped_topic  # the broker's $SYS drop counter, if it has one
+        self.sys_interval = sys_interval  # how often the broker updates it
 
     def broker_alive(self) -> bool:
         return os.path.exists(f"/proc/{self.broker_pid}")
@@ -470,6 +581,12 @@ def wait_subacks(subscribers: Sequence[Subscriber], timeout: float) -> None:
     refused = [sub.subacks[0] for sub in subscribers if sub.subacks[0][:1] == b"\x80"]
     if refused:
         raise SetupError(f"{len(refused)} subscriptions refused")
+
+
+def _fairness(sub: Subscriber) -> float:
+    """The slowest publisher's delivered messages over the fastest one's (1: all alike)."""
+    most = max(sub.unique)
+    return min(sub.unique) / most if most else math.nan
 
 
 def _loss_fields(sent: int, unique: int, subs: Sequence[Subscriber]) -> Result:
@@ -583,8 +700,8 @@ def latency(ctx: Context) -> Result:
     sub = Subscriber(open_client(ctx.port, "bench-sub"), count)
     sub.subscribe("bench/#", 1)
     wait_subacks([sub], params.timeout)
-    pubs = [Publisher(open_client(ctx.port, f"bench-pub-{i}"), i, f"bench/p/{i:02d}", 1)
-            for i in range(count)]
+    pubs = [Publisher(open_client(ctx.port, f"bench-pub-{i}"), i, f"bench/p/{i:02d}", 1,
+                      book=True) for i in range(count)]
     loop = Loop()
     for endpoint in [sub, *pubs]:
         loop.add(endpoint)
@@ -602,8 +719,12 @@ def latency(ctx: Context) -> Result:
                     pub.next_at = now + interval
         return min(pub.next_at for pub in pubs)
 
+    books = [pub.book for pub in pubs if pub.book is not None]
+
     def record() -> None:
         sub.latencies = []
+        for book in books:  # one message per batch here: a wait per PUBLISH
+            book.waits = []
 
     def settled() -> bool:
         return (sub.total_unique() >= sum(p.sent for p in pubs)
@@ -613,6 +734,7 @@ def latency(ctx: Context) -> Result:
     run.coalesce = False  # every wake-up on time: it is what is measured
     run.run(produce, settled, record)
     samples = sorted(sub.latencies or [])
+    round_trips = sorted(wait for book in books for wait in book.waits or [])
     sent = sum(p.sent for p in pubs)
     result: Result = {
         "samples": len(samples),
@@ -620,6 +742,8 @@ def latency(ctx: Context) -> Result:
         "p50_us": _percentile(samples, 50) / 1000,
         "p99_us": _percentile(samples, 99) / 1000,
         "max_us": samples[-1] / 1000 if samples else math.nan,
+        "puback_p50_us": _percentile(round_trips, 50) / 1000,
+        "puback_p99_us": _percentile(round_trips, 99) / 1000,
         "drained": run.drained,
         **_loss_fields(sent, sub.total_unique(), [sub]),
         **run.cpu_fields(),
@@ -745,6 +869,7 @@ def connections(ctx: Context) -> Result:
     clients = Connections(ctx.port, total, parallel=100, prefix="bench-idle-")
     elapsed = clients.connect_all(params.timeout)
     broker_cpu, generator_cpu = meter.stop()
+    emit({"event": "measured"})
     clients.idle(1.0)
     after = rss_kib(ctx.broker_pid)
     clients.idle(1.0)
@@ -802,6 +927,7 @@ def retained(ctx: Context) -> Result:
     emit({"event": "measuring", "seconds": 0})
     all_s, all_got = _receive_retained(ctx, "bench-all", "#", total)
     broker_cpu, generator_cpu = meter.stop()
+    emit({"event": "measured"})
     pub.close()
     return {
         "stored_s": stored_s,
@@ -845,6 +971,205 @@ def _receive_retained(ctx: Context, client_id: str, topic_filter: str,
     return elapsed, got
 
 
+# ---------------------------------------------------------------------------- overload
+
+
+class SysMonitor(Endpoint):
+    """Follows one numeric `$SYS` topic (a retained counter the broker republishes)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.splitter = mqtt.PacketSplitter()
+        self.value: int | None = None
+        self.subscribed = False
+
+    def on_readable(self, now_ns: int) -> None:
+        for packet in self.splitter.feed(self.receive()):
+            if packet.kind == mqtt.SUBACK:
+                self.subscribed = True
+            elif packet.kind & 0xF0 == mqtt.PUBLISH and not packet.kind & 0x06:
+                topic_length = int.from_bytes(packet.body[:2], "big")
+                text = packet.body[2 + topic_length:].decode(errors="replace").strip()
+                if text.isdigit():
+                    self.value = int(text)
+
+
+def open_monitor(ctx: Context, loop: Loop) -> SysMonitor | None:
+    if ctx.dropped_topic is None:
+        return None
+    monitor = SysMonitor(open_client(ctx.port, "bench-sys"))
+    loop.add(monitor)
+    monitor.send(mqtt.subscribe(1, ctx.dropped_topic, 0))
+    return monitor
+
+
+def read_dropped(ctx: Context, loop: Loop, monitor: SysMonitor | None) -> int | None:
+    """The broker's drop counter once it has been republished after the load stopped.
+
+    Brokers republish a $SYS counter every `sys_interval` seconds, some only
+    when it changed: after the drain, keep polling (the healthy subscriber
+    keeps reading) for one and a half intervals and take the last value.
+    """
+    if monitor is None:
+        return None
+    end = time.monotonic() + 1.5 * ctx.sys_interval + 0.2
+    while time.monotonic() < end:
+        loop.poll(end - time.monotonic())
+    return monitor.value if monitor.value is not None else (0 if monitor.subscribed else None)
+
+
+def open_stalled_subscriber(ctx: Context) -> socket.socket:
+    """A subscriber to `bench/#` at QoS 1 that, after its SUBACK, never reads again."""
+    sock = open_client(ctx.port, "bench-stalled")
+    sock.sendall(mqtt.subscribe(1, "bench/#", 1))
+    splitter = mqtt.PacketSplitter()
+    sock.settimeout(ctx.params.timeout)
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            raise SetupError("broker closed the stalled subscriber before its SUBACK")
+        if any(p.kind == mqtt.SUBACK for p in splitter.feed(data)):
+            return sock
+
+
+def overload_qos1(ctx: Context, stalled: bool) -> Result:
+    """Fan-in at QoS 1 with no end-to-end window: publish as fast as the broker acknowledges.
+
+    Each publisher keeps up to `inflight` PUBLISH unacknowledged, like a device
+    with a receive maximum; nothing else slows it. Loss is what the broker
+    acknowledged and the (healthy) subscriber never received.
+
+    With a stalled subscriber, the warm-up is longer by twice the stall timeout:
+    a broker may hold everyone back until it finds that subscriber stalled, and
+    that is measured as the longest PUBACK wait (over the whole run); the
+    delivered rate is the steady state after it.
+    """
+    params = ctx.params
+    count = params.publishers
+    sub = Subscriber(open_client(ctx.port, "bench-sub"), count)
+    sub.subscribe("bench/#", 1)
+    wait_subacks([sub], params.timeout)
+    stalled_sock = open_stalled_subscriber(ctx) if stalled else None
+    pubs = [Publisher(open_client(ctx.port, f"bench-pub-{i}"), i, f"bench/p/{i:02d}", 1,
+                      book=True) for i in range(count)]
+    books = [pub.book for pub in pubs if pub.book is not None]
+    loop = Loop()
+    for endpoint in [sub, *pubs]:
+        loop.add(endpoint)
+    monitor = open_monitor(ctx, loop)
+    inflight = params.inflight
+    batch = max(1, inflight // 4)
+
+    def produce(now: float, now_ns: int) -> None:
+        for pub, book in zip(pubs, books, strict=True):
+            if pub.out:
+                continue
+            credit = inflight - (book.sent - book.count)
+            if credit >= batch or (credit > 0 and book.sent == book.count):
+                pub.publish(credit, now_ns)
+
+    def acked() -> int:
+        return sum(book.count for book in books)
+
+    def settled() -> bool:
+        return all(book.count >= book.sent for book in books) and sub.total_unique() >= acked()
+
+    warmup = params.warmup + (2 * params.stall_timeout if stalled else 0.0)
+    run = Run(ctx, loop, sub.total_unique, warmup)
+    # The subscriber's PUBACKs go back at once: with the brokers' default window of 20
+    # unacknowledged deliveries, a 0.5 ms nap per wake-up would be the limit.
+    run.coalesce = False
+    run.also["acked"] = acked
+    run.run(produce, settled)
+    dropped = read_dropped(ctx, loop, monitor)
+    now_ns = time.monotonic_ns()
+    lost = sum(book.lost(sub.seen[pub.number]) for pub, book in zip(pubs, books, strict=True))
+    total_acked = acked()
+    result: Result = {
+        "rate": run.rate,
+        "acked_rate": run.rates["acked"],
+        "sent": sum(book.sent for book in books),
+        "acked": total_acked,
+        "received": sub.total_unique(),
+        "loss": lost,
+        "loss_pct": 100 * lost / total_acked if total_acked else 0.0,
+        "unacked": sum(book.sent - book.count for book in books),
+        "max_wait_ms": max(book.longest_wait_ns(now_ns) for book in books) / 1e6,
+        "fairness": _fairness(sub),
+        "delivered_per_publisher": list(sub.unique),
+        "broker_dropped": dropped,
+        "duplicates": sub.duplicates,
+        "reordered": sub.reordered,
+        "acks_out_of_order": sum(book.out_of_order for book in books),
+        "acks_unknown": sum(book.unknown for book in books),
+        "drained": run.drained,
+        "rss_kib": rss_kib(ctx.broker_pid),
+        "stall_timeout_s": params.stall_timeout,
+        **run.cpu_fields(),
+    }
+    _close_all([sub, *pubs, *([monitor] if monitor else [])])
+    if stalled_sock is not None:
+        stalled_sock.close()
+    return result
+
+
+def overload_qos0(ctx: Context) -> Result:
+    """Fan-in at QoS 0 with no window: publishers write whenever their socket takes more.
+
+    Each publisher fills its socket until the kernel refuses more; its send buffer
+    is fixed at `SNDBUF_FLOOD` so that latency measures the broker's queueing more
+    than the generator's kernel buffers.
+    """
+    params = ctx.params
+    count = params.publishers
+    sub = Subscriber(open_client(ctx.port, "bench-sub"), count)
+    sub.subscribe("bench/#", 0)
+    wait_subacks([sub], params.timeout)
+    sub.sample_every = params.latency_sample
+    pubs = [Publisher(open_client(ctx.port, f"bench-pub-{i}"), i, f"bench/p/{i:02d}", 0)
+            for i in range(count)]
+    loop = Loop()
+    for pub in pubs:
+        pub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_FLOOD)
+    for endpoint in [sub, *pubs]:
+        loop.add(endpoint)
+    monitor = open_monitor(ctx, loop)
+    batch = max(1, params.inflight)
+
+    def produce(now: float, now_ns: int) -> None:
+        for pub in pubs:
+            while not pub.out and not pub.closed:  # until the kernel refuses more
+                pub.publish(batch, now_ns)
+
+    def sent() -> int:
+        return sum(p.sent for p in pubs)
+
+    def record() -> None:
+        sub.latencies = []
+
+    run = Run(ctx, loop, sub.total_unique)
+    run.also["sent"] = sent
+    run.run(produce, lambda: sub.total_unique() >= sent(), record)
+    dropped = read_dropped(ctx, loop, monitor)
+    samples = sorted(sub.latencies or [])
+    result: Result = {
+        "rate": run.rate,
+        "sent_rate": run.rates["sent"],
+        **_loss_fields(sent(), sub.total_unique(), [sub]),
+        "broker_dropped": dropped,
+        "samples": len(samples),
+        "p50_ms": _percentile(samples, 50) / 1e6,
+        "p99_ms": _percentile(samples, 99) / 1e6,
+        "fairness": _fairness(sub),
+        "delivered_per_publisher": list(sub.unique),
+        "drained": run.drained,
+        "rss_kib": rss_kib(ctx.broker_pid),
+        **run.cpu_fields(),
+    }
+    _close_all([sub, *pubs, *([monitor] if monitor else [])])
+    return result
+
+
 RUNNERS: dict[str, Callable[[Context], Result]] = {
     "fan-in-qos0": lambda ctx: fan_in(ctx, 0),
     "fan-in-qos1": lambda ctx: fan_in(ctx, 1),
@@ -852,6 +1177,9 @@ RUNNERS: dict[str, Callable[[Context], Result]] = {
     "latency": latency,
     "connections": connections,
     "retained": retained,
+    "overload-qos1": lambda ctx: overload_qos1(ctx, stalled=False),
+    "overload-stalled": lambda ctx: overload_qos1(ctx, stalled=True),
+    "overload-qos0": overload_qos0,
 }
 
 
@@ -863,8 +1191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--broker-cpu", type=int, help="the CPU the broker is pinned to")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--dropped-topic", help="the broker's $SYS counter of dropped messages")
+    parser.add_argument("--sys-interval", type=float, default=1.0,
+                        help="seconds between the broker's $SYS updates")
     args = parser.parse_args(argv)
-    ctx = Context(args.port, args.broker_pid, params_for(args.smoke, args.param), args.broker_cpu)
+    ctx = Context(args.port, args.broker_pid, params_for(args.smoke, args.param), args.broker_cpu,
+                  args.dropped_topic, args.sys_interval)
     raise_fd_limit(4096)
     try:
         result = RUNNERS[args.scenario](ctx)

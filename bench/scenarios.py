@@ -15,6 +15,10 @@ class Params:
     publishers: int = 10  # fan-in and latency
     window: int = 1000  # messages a publisher may have out that the subscriber has not seen
     inflight: int = 100  # QoS 1 PUBLISH a fan-in publisher may have unacknowledged
+    stall_timeout: float = 2.0  # seconds: the brokers' stall timeout in overload-* (where they
+    #                             have the knob), and the longest a publisher may be held back
+    latency_sample: int = 8  # overload-qos0 keeps the latency of every Nth message
+    sys_interval: float = 1.0  # seconds between $SYS updates in overload-* (drop counters)
     fanout_subscribers: int = 100
     fanout_window: int = 1000  # messages the publisher may have out that a subscriber has not seen
     latency_rate: float = 100.0  # messages per second per publisher
@@ -28,12 +32,14 @@ class Params:
 FULL = Params()
 SMOKE = replace(
     FULL, warmup=0.3, duration=1.0, fanout_subscribers=10, idle_clients=200, retained=2_000,
-    drain=2.0, timeout=20.0,
+    drain=2.0, timeout=20.0, sys_interval=0.25, stall_timeout=0.5,
 )
 
 SCENARIOS: tuple[str, ...] = (
     "fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "latency", "connections", "retained",
+    "overload-qos1", "overload-stalled", "overload-qos0",
 )
+OVERLOAD = ("overload-qos1", "overload-stalled", "overload-qos0")
 
 DESCRIPTIONS: dict[str, str] = {
     "fan-in-qos0": "10 publishers -> 1 subscriber, QoS 0",
@@ -42,7 +48,38 @@ DESCRIPTIONS: dict[str, str] = {
     "latency": "10 publishers x 100 msg/s, QoS 1",
     "connections": "10,000 idle clients",
     "retained": "100,000 retained topics",
+    "overload-qos1": "10 publishers -> 1 subscriber, QoS 1, no end-to-end window",
+    "overload-stalled": "overload-qos1 plus a second subscriber that never reads",
+    "overload-qos0": "10 publishers -> 1 subscriber, QoS 0, no end-to-end window",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """The limits every broker is given for one scenario (None: the broker's default).
+
+    The windowed scenarios raise the limits so that they measure the broker, not
+    its limits; the overload ones keep the defaults, as a real deployment would,
+    except a queue large enough to absorb bursts, $SYS every second so the
+    harness can read the drop counter, and the stall timeout under test.
+    """
+
+    max_inflight: int | None
+    max_queued: int | None
+    sys_interval: float | None
+    stall_timeout: float | None
+
+
+WINDOWED_SETTINGS = BrokerSettings(max_inflight=1000, max_queued=200_000, sys_interval=None,
+                                   stall_timeout=None)
+
+
+def settings_for(scenario: str, params: Params) -> BrokerSettings:
+    if scenario in OVERLOAD:
+        return BrokerSettings(max_inflight=None, max_queued=100_000,
+                              sys_interval=params.sys_interval,
+                              stall_timeout=params.stall_timeout)
+    return WINDOWED_SETTINGS
 
 
 def params_for(smoke: bool, overrides: list[str] | None = None) -> Params:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from mqttish.bridge.config import BridgeConfig
 from mqttish.core.settings import BrokerSettings
 from mqttish.typed_yaml import SchemaError, build
 
@@ -167,6 +168,8 @@ class Config(BrokerSettings):
 
     listeners: tuple[ListenerConfig, ...] = default_listeners()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_dest: tuple[Literal["stderr", "stdout"], ...] = ("stderr",)  # (): only log_file
+    log_file: str | None = None  # also append log lines to this file
     sys_interval: float = 10.0
     # --- security (docs/security.md); listeners may override allow_anonymous and the files
     password_file: str | None = None  # Mosquitto's format: user:hash lines
@@ -182,14 +185,14 @@ class Config(BrokerSettings):
     # on this machine share the listening ports (a private redis-server if no cluster).
     cluster: ClusterConfig | None = None
     workers: int = 1
+    bridges: tuple[BridgeConfig, ...] = ()  # docs/configuration.md, 'Bridges'
 
     def __post_init__(self) -> None:
         for index, listener in enumerate(self.listeners):
             if not 0 <= listener.port <= 65535:
                 raise ConfigError(f"listeners[{index}].port: must be between 0 and 65535")
             exposed = listener.bind not in (None, LOOPBACK, "localhost", "::1")
-            if exposed and not self.authenticates(listener) and not self.anonymous_explicit(
-                    listener):
+            if exposed and not self.authenticates(listener) and self.anonymous_unset(listener):
                 raise ConfigError(
                     f"listeners[{index}].bind: listening on {listener.bind} without "
                     "authentication requires 'allow_anonymous: true'"
@@ -198,7 +201,7 @@ class Config(BrokerSettings):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
         for name in ("max_subscriptions_per_client", "max_connection_rate", "max_message_rate",
-                     "max_byte_rate"):
+                     "max_byte_rate", "message_size_limit", "max_queued_bytes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be 0 (no limit) or more")
         for name in ("max_packet_size", "max_inflight_messages", "max_queued_messages"):
@@ -225,6 +228,20 @@ class Config(BrokerSettings):
                 self.persistence_file in ("", ".", ".."):
             raise ConfigError("persistence_file: must be a file name; its directory goes in "
                               "persistence_location")
+        self._check_bridges()
+
+    def _check_bridges(self) -> None:
+        names: set[str] = set()
+        client_ids: set[str] = set()
+        for index, bridge in enumerate(self.bridges):
+            if bridge.name in names:
+                raise ConfigError(f"bridges[{index}].name: another bridge is called "
+                                  f"{bridge.name!r}")
+            if bridge.local_client_id in client_ids:
+                raise ConfigError(f"bridges[{index}].local_clientid: another bridge uses "
+                                  f"{bridge.local_client_id!r}")
+            names.add(bridge.name)
+            client_ids.add(bridge.local_client_id)
 
     def broker_settings(self) -> BrokerSettings:
         """The part of the configuration the broker's core obeys."""
@@ -244,10 +261,10 @@ class Config(BrokerSettings):
         """Clients of this listener prove who they are (a password, or a certificate)."""
         return self.password_file_for(listener) is not None or listener.certificate_username
 
-    def anonymous_explicit(self, listener: ListenerConfig) -> bool:
-        """`allow_anonymous: true` was said, for this listener or for all."""
-        value = listener.allow_anonymous
-        return (self.allow_anonymous if value is None else value) is True
+    def anonymous_unset(self, listener: ListenerConfig) -> bool:
+        """Neither this listener nor the global settings say whether anonymous clients
+        may connect (`allow_anonymous: false` exposes nothing, `true` is a choice)."""
+        return listener.allow_anonymous is None and self.allow_anonymous is None
 
     def anonymous_allowed(self, listener: ListenerConfig) -> bool:
         """Clients without a user name may connect: as configured; unset, only where

@@ -37,6 +37,8 @@ from mqttish import __version__
 from mqttish.auth.gate import ConnectionSecurity, LoginGate
 from mqttish.auth.hook import SecurityFileError, SecurityHook
 from mqttish.auth.throttle import ConnectionRate, LoginThrottle, host_of
+from mqttish.bridge.remote import BridgeTlsError
+from mqttish.bridge.runner import Bridge
 from mqttish.cluster.node import ClusterNode
 from mqttish.config import LOOPBACK, Config, ListenerConfig
 from mqttish.core.broker import Broker
@@ -84,6 +86,7 @@ class Server:
         self.failure: StoreError | None = None  # why the server stopped, if it failed
         self.ports: list[int] = []  # bound ports, in listener order (useful with port 0)
         self.listener_stats: list[ListenerStats] = []  # in listener order
+        self.bridges: list[Bridge] = []  # made by run(), in config.bridges order
         self.started_at = 0.0  # on the trio clock
         self._site: Site | None = None
         self._shutdown = trio.Event()
@@ -109,6 +112,10 @@ class Server:
                   ) -> None:
         config = self.config
         self.started_at = trio.current_time()
+        try:
+            self.bridges = [Bridge(bridge, config.connect_timeout) for bridge in config.bridges]
+        except BridgeTlsError as exc:
+            raise StartupError(str(exc)) from None
         broker = self.broker = await self._make_broker()
         self._set_up_security(broker)
         bound = [(lc, await open_listeners(config, lc, self.reuse_port))
@@ -149,6 +156,8 @@ class Server:
                         self._log_listener(listener_config, stats.port)
                     services.start_soon(self._housekeeping, broker)
                     services.start_soon(self._publish_sys, broker)
+                    for bridge in self.bridges:  # one task each (mqttish/bridge/runner.py)
+                        services.start_soon(bridge.run, broker, self._logins)
                     task_status.started(self)
                     await self._shutdown.wait()
                     accepting.cancel()
@@ -332,6 +341,9 @@ class Server:
             now = trio.current_time()
             for topic, payload in tree.update(self.stats(now), now):
                 broker.publish(Message(topic, payload, 0, True), now)
+            for bridge in self.bridges:
+                for topic, payload in bridge.sys_topics():
+                    broker.publish(Message(topic, payload, 0, True), now)
             await trio.sleep(interval)
 
     def stats(self, now: float) -> BrokerStats:
@@ -346,7 +358,8 @@ class Server:
 
     def scrape(self) -> Scrape:
         """What /metrics reports, read now (on the broker's trio thread)."""
-        return Scrape(self.stats(trio.current_time()), self.listener_stats)
+        return Scrape(self.stats(trio.current_time()), self.listener_stats,
+                      [bridge.figures() for bridge in self.bridges])
 
     def _log_listener(self, listener: ListenerConfig, port: int) -> None:
         host = self.config.bind_address(listener)

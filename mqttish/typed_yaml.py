@@ -90,6 +90,12 @@ def _build_dataclass(kind: Any, value: Any, path: str) -> Any:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SchemaError(f"{key_path}: unknown key{hint}")
         arguments[key] = _build(hints[key], item, key_path)
+    for field in dataclasses.fields(kind):
+        required = field.default is dataclasses.MISSING and \
+            field.default_factory is dataclasses.MISSING
+        if field.init and required and field.name not in arguments:
+            raise SchemaError(f"{path}.{field.name}: missing, and required" if path
+                              else f"{field.name}: missing, and required")
     try:
         return kind(**arguments)
     except SchemaError:

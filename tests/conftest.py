@@ -12,6 +12,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from mqttish.core.broker import Broker
 from mqttish.core.hooks import ClientInfo, Hook
 from mqttish.core.store import Store
 from mqttish.server import Server
+from tests import mosquitto
 from tests.unit.store_journals import RedisForStores
 
 TEST_CONFIG = Config(listeners=(ListenerConfig(port=0),), connect_timeout=5.0)
@@ -170,6 +172,27 @@ def websocket_listeners(**websocket: Any) -> tuple[ListenerConfig, ListenerConfi
 def ws_broker(start_broker: Callable[..., BrokerThread]) -> BrokerThread:
     """A broker with MQTT on `ports[0]` and MQTT over WebSocket (+ HTTP) on `ports[1]`."""
     return start_broker(listeners=websocket_listeners())
+
+
+# --- a real Mosquitto broker (tests/mosquitto.py) ---
+
+
+@pytest.fixture
+def start_mosquitto(tmp_path: Path) -> Iterator[Callable[..., mosquitto.Mosquitto]]:
+    """Start Mosquitto brokers: `start_mosquitto(extra_conf_lines, name=...)`; all are
+    stopped after the test."""
+    if not mosquitto.installed():
+        missing("Mosquitto (apt-get install mosquitto mosquitto-clients) is not installed")
+    started: list[mosquitto.Mosquitto] = []
+
+    def start(extra: str = "", name: str = "mosquitto", **options: Any) -> mosquitto.Mosquitto:
+        broker = mosquitto.Mosquitto(tmp_path / name, extra, **options)
+        started.append(broker)
+        return broker.start()
+
+    yield start
+    for broker in started:
+        broker.stop()
 
 
 # ------------------------------------------------------------------ Redis (the cluster)

@@ -25,7 +25,7 @@ from mqttish.auth.acl import (
 )
 from mqttish.auth.passwords import PasswordFile, PasswordFileError, load_password_file
 from mqttish.config import Config
-from mqttish.core.hooks import Access, ClientInfo, Decision, Hook
+from mqttish.core.hooks import INTERNAL_LISTENER, Access, ClientInfo, Decision, Hook
 from mqttish.protocol.packets import Connect
 from mqttish.protocol.topics import SHARE_PREFIX
 
@@ -95,6 +95,8 @@ class SecurityHook(Hook):
         return rules
 
     def authenticate_blocking(self, client: ClientInfo, connect: Connect) -> Decision:
+        if client.listener == INTERNAL_LISTENER:  # a bridge's in-process link
+            return Decision.ALLOW
         rules = self.rules[client.listener]
         if rules.certificate_username:
             # The name is the verified certificate's; the transport refuses clients without one.
@@ -120,6 +122,8 @@ class SecurityHook(Hook):
         return answer
 
     def _decide(self, client: ClientInfo, topic: str, access: Access) -> Decision:
+        if client.listener == INTERNAL_LISTENER:
+            return Decision.ALLOW
         acl = self.rules[client.listener].acl
         if acl is None:
             return Decision.DEFER

@@ -14,6 +14,7 @@ from mqttish.client.client import (
     ClientOptions,
     ClientState,
     Messages,
+    Publishing,
 )
 from mqttish.client.errors import (
     ClientError,
@@ -44,6 +45,7 @@ __all__ = [
     "Messages",
     "Properties",
     "PublishError",
+    "Publishing",
     "ReasonCode",
     "RetainHandling",
     "SubscribeError",

@@ -33,7 +33,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -78,6 +78,7 @@ from mqttish.protocol.packets import (
     Will,
 )
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
+from mqttish.protocol.reason_codes import ReasonCode
 from mqttish.protocol.topics import matches
 
 log = logging.getLogger("mqttish.client")
@@ -116,6 +117,12 @@ class ClientOptions:
     message_buffer: int = 64  # QoS 0 messages a consumer may fall behind before drops
     backoff: Backoff = Backoff()
     tls: ssl.SSLContext | None = None  # connect over TLS, verified by this context
+    # Opens the byte stream instead of TCP (and TLS) to host:port: for failover between
+    # addresses, or an in-process link. It bounds its own time (connect_timeout then
+    # covers CONNECT and CONNACK) and raises OSError when it cannot connect.
+    connector: Callable[[], Awaitable[trio.abc.Stream]] | None = None
+    manual_ack: bool = False  # messages from messages() are acknowledged by message.ack()
+    retry_refusals: bool = False  # reconnecting: retry refusals that are not transient too
 
     def __post_init__(self) -> None:
         if not 0 < self.max_inflight <= 0xFFFF:
@@ -301,6 +308,37 @@ class Messages(trio.abc.ReceiveChannel[Message]):
         await trio.lowlevel.checkpoint()
 
 
+class Publishing:
+    """A publish on its way (`Client.start_publish`): `await done()` for its end."""
+
+    __slots__ = ("_client", "_ticket", "_waiter", "topic")
+
+    def __init__(self, client: Client, topic: str, ticket: int, waiter: _Waiter | None) -> None:
+        self._client = client
+        self.topic = topic
+        self._ticket = ticket  # QoS 0: the output ticket; QoS 1/2: the packet id
+        self._waiter = waiter
+
+    async def done(self) -> None:
+        """Return once sent (QoS 0) or acknowledged (QoS 1 and 2). Raises PublishError
+        if an MQTT 5 server refused it, ConnectionLostError if the client closed first."""
+        client = self._client
+        waiter = self._waiter
+        if waiter is None:
+            await client._flushed(self._ticket)
+            return
+        try:
+            await waiter.done.wait()
+        finally:
+            if client._pending.get(self._ticket) is waiter:
+                del client._pending[self._ticket]
+        ack = waiter.ack
+        if ack is None:
+            raise client._closed_error()
+        if isinstance(ack, PubAck | PubRec) and ack.reason_code >= 0x80:
+            raise PublishError(self.topic, ack.reason_code, ack.properties.reason_string)
+
+
 class _Consumer:
     """A `subscription()` block: messages matching its filter go to its queue."""
 
@@ -343,6 +381,7 @@ class Client:
         properties: Properties = NO_PROPERTIES,
         reconnect: bool = False,
         options: ClientOptions = DEFAULT_OPTIONS,
+        bridge: bool = False,
     ) -> None:
         if version not in (MQTT_3_1_1, MQTT_5):
             raise ValueError(f"unsupported MQTT version {version}: use MQTT_3_1_1 or MQTT_5")
@@ -355,8 +394,10 @@ class Client:
             raise ValueError("properties need MQTT 5 (version=MQTT_5)")
         if isinstance(password, str):
             password = password.encode()
+        # `bridge`: we are a broker's bridge (Mosquitto's try_private): the server should
+        # not send our own messages back, and keep retain flags (dropped if it refuses it).
         connect = Connect(client_id, version, clean_start, keepalive, will, username, password,
-                          properties)
+                          properties, bridge=bridge)
         self.host = host
         self.port = port
         self._options = options
@@ -379,7 +420,7 @@ class Client:
         self._last_sent = 0.0
         self._pong = trio.Event()
         self._consumers: list[_Consumer] = []
-        self._inbox = _Queue(self, "the inbox", options.message_buffer)
+        self._inbox = _Queue(self, "the inbox", options.message_buffer, options.manual_ack)
         self.dropped = 0  # QoS 0 messages dropped because a consumer was behind
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -393,6 +434,11 @@ class Client:
     def client_id(self) -> str:
         """Our client id: the one the server assigned, if we sent none."""
         return self._protocol.connect.client_id
+
+    @property
+    def version(self) -> int:
+        """The MQTT version spoken: MQTT_3_1_1 or MQTT_5."""
+        return self._protocol.version
 
     @property
     def state(self) -> ClientState:
@@ -479,13 +525,23 @@ class Client:
         waiting across reconnects: the message is re-sent with DUP. Cancelling
         the call stops the wait, not the delivery.
         """
+        await (await self.start_publish(topic, payload, qos, retain, properties)).done()
+
+    async def start_publish(self, topic: str, payload: bytes | str = b"", qos: int = 0,
+                            retain: bool = False, properties: Properties = NO_PROPERTIES
+                            ) -> Publishing:
+        """Queue a message as soon as the server's window has room, and return without
+        waiting for its acknowledgement: `await publishing.done()` does.
+
+        For a pipeline that keeps the window full and its messages in order, such as
+        a bridge: one task starts the publishes, others wait for them.
+        """
         data = payload.encode() if isinstance(payload, str) else payload
         protocol = self._protocol
         if not qos:
             await self.wait_connected()
             protocol.publish(topic, data, 0, retain, properties)
-            await self._flushed(self._queue())
-            return
+            return Publishing(self, topic, self._queue(), None)
         while True:
             await self.wait_connected()
             if protocol.can_publish:
@@ -493,9 +549,9 @@ class Client:
             await self._window.park()
         packet_id = protocol.publish(topic, data, qos, retain, properties)
         assert packet_id is not None
-        ack = await self._wait_for(packet_id)
-        if isinstance(ack, PubAck | PubRec) and ack.reason_code >= 0x80:
-            raise PublishError(topic, ack.reason_code, ack.properties.reason_string)
+        waiter = self._pending[packet_id] = _Waiter()
+        self._queue()
+        return Publishing(self, topic, packet_id, waiter)
 
     # ------------------------------------------------------------------ subscribing
 
@@ -542,7 +598,8 @@ class Client:
 
         Messages wait here even before anyone iterates, so none is lost between
         `subscribe()` and the loop; a QoS 1/2 message is acknowledged when it is
-        taken. Each call returns a new handle on the same queue; closing it is
+        taken, or with `ClientOptions(manual_ack=True)` when `message.ack()` is
+        called. Each call returns a new handle on the same queue; closing it is
         harmless.
         """
         return Messages(self._inbox)
@@ -647,7 +704,10 @@ class Client:
             try:
                 stream = await self._connect()
             except (OSError, ConnectionLostError, ConnectError, RemoteProtocolError) as exc:
-                if not self._reconnect or (isinstance(exc, ConnectError) and not exc.transient):
+                if isinstance(exc, ConnectError) and self._refuses_bridge_bit(exc):
+                    continue
+                if not self._reconnect or (isinstance(exc, ConnectError) and not exc.transient
+                                           and not self._options.retry_refusals):
                     raise
                 delay = backoff.delay(attempt)
                 attempt += 1
@@ -679,17 +739,31 @@ class Client:
                      clip(self.client_id), where, reason, delay)
             await trio.sleep(delay)
 
+    def _refuses_bridge_bit(self, exc: ConnectError) -> bool:
+        """A server that does not know the bridge bit refuses the protocol version: try
+        again as an ordinary client, as Mosquitto's bridges do."""
+        connect = self._protocol.connect
+        if not connect.bridge or exc.reason_code != ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
+            return False
+        log.warning("client %s: %s:%d refuses bridges (try_private); connecting as an "
+                    "ordinary client", clip(self.client_id), self.host, self.port)
+        self._protocol.connect = replace(connect, bridge=False)
+        return True
+
     async def _connect(self) -> trio.abc.Stream:
         """Open TCP (and TLS) and exchange CONNECT / CONNACK, within the connect timeout."""
         protocol = self._protocol
         stream: trio.abc.Stream | None = None
         timeout = self._options.connect_timeout
         tls = self._options.tls
+        connector = self._options.connector
         try:
+            if connector is not None:
+                stream = await connector()
             with trio.fail_after(timeout):
-                if tls is None:
+                if stream is None and tls is None:
                     stream = await trio.open_tcp_stream(self.host, self.port)
-                else:
+                elif stream is None:
                     stream = await trio.open_ssl_over_tcp_stream(self.host, self.port,
                                                                  ssl_context=tls)
                 protocol.start()

@@ -53,7 +53,12 @@ class Drainable:
             self.waiters.remove(waiter)
 
     def release_waiters(self, now: float) -> None:
+        """Let the publishers go on, first waiter last: whoever goes on first fills the
+        queue and waits first again, so without this turn the same one would always
+        get through and the others starve."""
         waiters, self.waiters = self.waiters, NO_WAITERS
+        if len(waiters) > 1:
+            waiters.append(waiters.pop(0))
         for waiter in waiters:
             waiter.unblocked(now)
 

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from mqttish.core.backpressure import Drainable, Waiter
-from mqttish.core.hooks import Access, ClientInfo, Decision, Hook, HookChain
+from mqttish.core.hooks import (
+    INTERNAL_LISTENER,
+    Access,
+    ClientInfo,
+    Decision,
+    Hook,
+    HookChain,
+)
 from mqttish.core.journal import Journal
 from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats, Metrics, SharedGroupStats
@@ -132,6 +139,9 @@ class Broker:
         client_id = packet.client_id
         assigned = None
         if not client_id:
+            if not self.config.allow_zero_length_clientid:
+                log.info("refused %s: empty client id (allow_zero_length_clientid is off)", peer)
+                return ConnAck(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
             if version == MQTT_5 or (version == MQTT_3_1_1 and packet.clean_start):
                 client_id = assigned = "mqttish-" + secrets.token_hex(8)
             else:
@@ -143,7 +153,7 @@ class Broker:
             code = ReasonCode.SERVER_MOVED if redirect.permanent else ReasonCode.USE_ANOTHER_SERVER
             return ConnAck(False, code, Properties(server_reference=redirect.server)
                            if version == MQTT_5 else NO_PROPERTIES)
-        client = ClientInfo(client_id, packet.username, peer, version, listener)
+        client = ClientInfo(client_id, packet.username, peer, version, listener, packet.bridge)
         refusal = self._refusal(client, packet, verdict)
         if refusal is not None:
             log.info("refused %s (%s): %s", clip(client_id), peer, refusal.name)
@@ -166,10 +176,12 @@ class Broker:
         if session.will is not None:  # a delayed will is cancelled by the client's return
             self._forget_will(session)
         session.expires_at = None
-        session.expiry_interval = self.capped_expiry(
-            packet.properties.session_expiry_interval or 0 if version == MQTT_5
-            else 0 if packet.clean_start else NEVER_EXPIRES
-        )
+        expiry = (packet.properties.session_expiry_interval or 0 if version == MQTT_5
+                  else 0 if packet.clean_start else NEVER_EXPIRES)
+        # A bridge's session (in-process) holds what it must still forward: it is not cut
+        # short by persistent_client_expiration while the remote broker is away.
+        session.expiry_interval = expiry if listener == INTERNAL_LISTENER \
+            else self.capped_expiry(expiry)
         session.username = packet.username
         session.client = client
         self.hooks.generation += 1  # ACL answers cached for its old identity are stale
@@ -192,7 +204,7 @@ class Broker:
                      packet.keepalive, "resumed" if session_present else "new")
         properties = Properties()
         if version == MQTT_5:
-            properties = self._connack_properties(packet, assigned)
+            properties = self._connack_properties(packet, assigned, session.expiry_interval)
         return Accepted(ConnAck(session_present, ReasonCode.SUCCESS, properties), session, client,
                         min(packet.keepalive, self.config.max_keepalive))
 
@@ -233,7 +245,8 @@ class Broker:
             return self.hooks.granted(client, topic, Access.PUBLISH)
         return self.hooks.allowed(client, topic, Access.PUBLISH)
 
-    def _connack_properties(self, packet: Connect, assigned: str | None) -> Properties:
+    def _connack_properties(self, packet: Connect, assigned: str | None, granted: int
+                            ) -> Properties:
         """The limits an MQTT 5 client must respect, announced in CONNACK.
 
         Like Mosquitto, only what differs from the spec's default is sent: an
@@ -243,7 +256,6 @@ class Broker:
         """
         config = self.config
         requested = packet.properties.session_expiry_interval or 0
-        granted = self.capped_expiry(requested)
         return Properties(
             assigned_client_identifier=assigned,
             session_expiry_interval=granted if granted != requested else None,
@@ -629,9 +641,12 @@ class Broker:
             return ReasonCode.NOT_AUTHORIZED
         granted = min(request.qos, config.max_qos)
         existed = topic_filter in session.subscriptions
-        subscription = Subscription(session, topic_filter, granted, request.no_local,
-                                    request.retain_as_published, request.retain_handling,
-                                    identifier)
+        # A bridge (try_private) gets neither its own messages back nor retain flags
+        # cleared, as from Mosquitto: brokers sharing topics both ways do not loop.
+        bridged = client.bridge and shared is None
+        subscription = Subscription(session, topic_filter, granted, request.no_local or bridged,
+                                    request.retain_as_published or bridged,
+                                    request.retain_handling, identifier)
         session.subscriptions[topic_filter] = subscription
         group = self.subscriptions.add(subscription)
         if group is not None and group not in session.shared_groups:

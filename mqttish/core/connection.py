@@ -198,7 +198,8 @@ class Connection:
         self._deferred: deque[Packet] | None = None
         self._deferred_bytes = 0
         # When its PUBLISHes started waiting: those deferred behind a held one have waited
-        # since then too, and none waits longer than stall_timeout from it.
+        # since then too, and none waits longer than stall_timeout from it. A queue that
+        # drains and releases it starts the clock again (see `unblocked`).
         self._hold_started: float | None = None
 
     def __repr__(self) -> str:
@@ -348,7 +349,8 @@ class Connection:
             self.broker.check_stall(held.blocker, now)  # it may release everyone
             if self.held and now >= held.since + self.config.stall_timeout:
                 held.blocker.remove_waiter(self)  # it has waited long enough
-                self.unblocked(now)
+                self._unblocked = True  # (the clock goes on for what waits behind it)
+                self.on_resume()
         else:
             self.close(
                 now,
@@ -397,9 +399,15 @@ class Connection:
 
     def unblocked(self, now: float) -> None:
         """The queue our held PUBLISH waits for has room (or stalled): go on at the next
-        `receive_data`, which the transport makes when `on_resume` reaches it."""
+        `receive_data`, which the transport makes when `on_resume` reaches it.
+
+        The wait is over, so what was read behind it starts a new one: a publisher that
+        floods on without pause would otherwise have waited "since" its first hold for
+        ever, and gone past every full queue after stall_timeout.
+        """
         if self._held is not None and self.state is not _CLOSED:
             self._unblocked = True
+            self._hold_started = None
             self.on_resume()
 
     def _go_on(self, now: float) -> None:
@@ -764,6 +772,12 @@ class Connection:
         if self.rates is not None and (code := self.rates.published(now)):
             raise RemoteProtocolError("publishes more messages per second than "
                                       "max_message_rate", code)
+        size_limit = config.message_size_limit
+        if size_limit and len(packet.payload) > size_limit:  # Mosquitto's message_size_limit
+            log.info("dropped publish by %s: payload of %d bytes over message_size_limit",
+                     self.name, len(packet.payload))
+            self._reject_publish(packet, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR)
+            return
         if len(topic) >= config.unchecked_topic_length and (
                 len(topic) > config.max_topic_length
                 or topic.count("/") >= config.max_topic_levels):

@@ -8,12 +8,16 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from mqttish.core.message import Message
 from mqttish.protocol.packets import Connect
+
+# The `listener` of the broker's own in-process clients (a bridge's link): trusted, as
+# Mosquitto trusts its bridges; the security hook lets them in and lets them read and write.
+INTERNAL_LISTENER = -1
 
 
 class Decision(Enum):
@@ -37,6 +41,7 @@ class ClientInfo:
     peer: str
     protocol_level: int
     listener: int = 0  # index in config.listeners: settings may differ per listener
+    bridge: bool = False  # another broker's bridge (CONNECT's bridge bit, try_private)
 
 
 class Hook:
@@ -100,18 +105,11 @@ class HookChain:
 
     def authenticate_blocking(self, client: ClientInfo, connect: Connect) -> Decision:
         """Run in a worker thread by the transport (see `Hook.authenticate_blocking`)."""
-        for hook in self.blocking_authenticators:
-            decision = hook.authenticate_blocking(client, connect)
-            if decision is not Decision.DEFER:
-                return decision
-        return Decision.DEFER
+        return _first_answer(hook.authenticate_blocking(client, connect)
+                             for hook in self.blocking_authenticators)
 
     def authenticate(self, client: ClientInfo, connect: Connect) -> Decision:
-        for hook in self.hooks:
-            decision = hook.authenticate(client, connect)
-            if decision is not Decision.DEFER:
-                return decision
-        return Decision.DEFER
+        return _first_answer(hook.authenticate(client, connect) for hook in self.hooks)
 
     def allowed(self, client: ClientInfo, topic: str, access: Access) -> bool:
         """True unless a hook denies; with no ACL hooks this costs one truth test."""
@@ -122,11 +120,7 @@ class HookChain:
         return self.decide(client, topic, access) is Decision.ALLOW
 
     def decide(self, client: ClientInfo, topic: str, access: Access) -> Decision:
-        for hook in self.acl_hooks:
-            decision = hook.check_acl(client, topic, access)
-            if decision is not Decision.DEFER:
-                return decision
-        return Decision.DEFER
+        return _first_answer(hook.check_acl(client, topic, access) for hook in self.acl_hooks)
 
     def on_connect(self, client: ClientInfo) -> None:
         for hook in self.hooks:
@@ -143,3 +137,10 @@ class HookChain:
     def on_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> None:
         for hook in self.hooks:
             hook.on_subscribe(client, topic_filter, qos)
+
+
+def _first_answer(decisions: Iterable[Decision]) -> Decision:
+    """The first decision that is not DEFER: hooks are asked in order, and no further
+    once one has answered."""
+    return next((decision for decision in decisions if decision is not Decision.DEFER),
+                Decision.DEFER)

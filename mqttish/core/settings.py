@@ -24,10 +24,12 @@ class RedirectConfig:
 class BrokerSettings:
     allow_anonymous: bool | None = None  # None: allowed on loopback listeners only
     connection_messages: bool = True  # log each client's connect and disconnect
+    log_packets: bool = False  # log every packet in and out, as `mosquitto -v` (debug level)
 
     connect_timeout: float = 10.0
     max_keepalive: int = 65535
     max_packet_size: int = 1_048_576
+    message_size_limit: int = 0  # largest payload routed (bigger: acknowledged, dropped); 0: any
     max_inflight_messages: int = 20
     max_queued_messages: int = 1000
     max_queued_bytes: int = 0  # 0: no byte limit, only the message count
@@ -49,6 +51,7 @@ class BrokerSettings:
         "round_robin", "random", "least_loaded", "sticky"] = "round_robin"
     redirect: RedirectConfig | None = None
     persistent_client_expiration: float | None = None  # seconds; None: never
+    allow_zero_length_clientid: bool = True  # false: a client must name itself
     # Abuse limits (docs/security.md)
     max_client_id_length: int = 65535  # the protocol's own limit
     max_topic_length: int = 65535

@@ -92,6 +92,9 @@ def _packet_id(packet_id: int | None) -> bytes:
     return packet_id.to_bytes(2, "big")
 
 
+BRIDGE_BIT = 0x80  # in CONNECT's protocol level: a bridge between brokers (Connect.bridge)
+
+
 def _encode_connect(packet: Connect, version: int) -> bytes:
     will = packet.will
     flags = 0x02 if packet.clean_start else 0
@@ -103,7 +106,7 @@ def _encode_connect(packet: Connect, version: int) -> bytes:
         flags |= 0x80
     parts = [
         encode_string(packet.name),
-        bytes((packet.protocol_level, flags)),
+        bytes((packet.protocol_level | (BRIDGE_BIT if packet.bridge else 0), flags)),
         packet.keepalive.to_bytes(2, "big"),
     ]
     if version == MQTT_5:
@@ -294,7 +297,8 @@ def _decode_connect(data: bytes, pos: int, end: int, flags: int, version: int) -
     name, pos = decode_string(data, pos, end)
     if pos >= end:
         raise malformed("[MQTT-3.1.2] CONNECT truncated before protocol level")
-    level = data[pos]
+    level = data[pos] & ~BRIDGE_BIT
+    bridge = data[pos] != level
     if name not in ("MQTT", "MQIsdp"):
         raise protocol_error(f"[MQTT-3.1.2-1] unknown protocol name {clip(name)}")
     if (name, level) not in (("MQTT", MQTT_3_1_1), ("MQTT", MQTT_5), ("MQIsdp", MQTT_3_1)):
@@ -349,6 +353,7 @@ def _decode_connect(data: bytes, pos: int, end: int, flags: int, version: int) -
         password=password,
         properties=properties,
         protocol_name=name,
+        bridge=bridge,
     )
 
 

@@ -61,6 +61,10 @@ class Connect:
     password: bytes | None = None
     properties: Properties = NO_PROPERTIES
     protocol_name: str = ""
+    # A bridge between brokers (Mosquitto's try_private): the protocol level's top bit
+    # (0x84, 0x85) asks the server not to echo its messages back and to keep their
+    # retain flags, so that two brokers can share topics both ways without a loop.
+    bridge: bool = False
 
     @property
     def name(self) -> str:

@@ -19,6 +19,9 @@ class StartupError(Exception):
 
 
 def peer_name(stream: trio.abc.Stream) -> str:
+    named = getattr(stream, "peer", None)  # an in-process stream names its peer itself
+    if isinstance(named, str):
+        return named
     socket_stream = stream
     while not isinstance(socket_stream, trio.SocketStream):
         inner = getattr(socket_stream, "transport_stream", None)

@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import (
 )
 
 from mqttish import __version__
+from mqttish.bridge.runner import BridgeFigures
 from mqttish.core.metrics import BrokerStats, ClusterFigures, PersistenceFigures
 from mqttish.transport.listeners import ListenerStats
 
@@ -34,6 +35,7 @@ class Scrape:
 
     broker: BrokerStats
     listeners: Sequence[ListenerStats]
+    bridges: Sequence[BridgeFigures] = ()
 
 
 # (name, help, BrokerStats field): counters, then gauges.
@@ -103,6 +105,7 @@ class BrokerCollector:
         yield from _shared_metrics(stats)
         if stats.persistence is not None:
             yield from _persistence_metrics(stats.persistence)
+        yield from _bridge_metrics(scrape.bridges)
         if stats.cluster is not None:
             yield from _cluster_metrics(stats.cluster)
 
@@ -162,6 +165,33 @@ def _shared_metrics(stats: BrokerStats) -> Iterable[Metric]:
         redelivered.add_metric(values, group.redelivered)
         dropped.add_metric(values, group.dropped)
     yield from (members, sessions, backlog, delivered, redelivered, dropped)
+
+
+def _bridge_metrics(bridges: Sequence[BridgeFigures]) -> Iterable[Metric]:
+    labels = ["bridge"]
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+        "connected": GaugeMetricFamily("mqttish_bridge_up",
+                                       "1 while the bridge is connected to its remote broker",
+                                       labels=labels),
+        "connects": CounterMetricFamily("mqttish_bridge_connects",
+                                        "Connections made to the remote broker", labels=labels),
+        "sent": CounterMetricFamily("mqttish_bridge_messages_sent",
+                                    "Messages forwarded to the remote broker (acknowledged "
+                                    "by it at QoS 1 and 2)", labels=labels),
+        "received": CounterMetricFamily("mqttish_bridge_messages_received",
+                                        "Messages brought in from the remote broker",
+                                        labels=labels),
+        "dropped": CounterMetricFamily("mqttish_bridge_messages_dropped",
+                                       "Messages not forwarded: refused by the other side, "
+                                       "or too large for it", labels=labels),
+        "queued": GaugeMetricFamily("mqttish_bridge_queued_messages",
+                                    "Messages waiting here for the remote broker, queued "
+                                    "or in flight", labels=labels),
+    }
+    for bridge in bridges:
+        for attribute, family in families.items():
+            family.add_metric([bridge.name], float(getattr(bridge, attribute)))
+    yield from families.values()
 
 
 def _persistence_metrics(store: PersistenceFigures) -> Iterable[Metric]:

@@ -25,6 +25,7 @@ import trio
 from mqttish.auth.gate import ConnectionSecurity
 from mqttish.core.broker import Broker
 from mqttish.core.connection import Connection, ListenerCounters
+from mqttish.core.packet_log import connection_type
 from mqttish.transport.listeners import peer_name
 
 RECEIVE_SIZE = 65536
@@ -161,8 +162,9 @@ async def serve_stream(stream: trio.abc.Stream, broker: Broker, spawner: trio.Nu
     and where its credentials are checked. One function, not a reader helper:
     each coroutine frame is memory every idle client holds.
     """
-    connection = Connection(broker, peer_name(stream), trio.current_time(), counters=counters,
-                            listener=security.listener, identity=security.identity)
+    connection = connection_type(broker.config)(
+        broker, peer_name(stream), trio.current_time(), counters=counters,
+        listener=security.listener, identity=security.identity)
     writer = _Writer(stream, connection, spawner)
     connection.on_output = writer.on_output
     connection.on_resume = writer.on_resume

@@ -1,5 +1,6 @@
 """The broker as a user runs it: `python -m mqttish`, its config errors, signals and logs."""
 
+import re
 import signal
 import socket
 import subprocess
@@ -86,13 +87,58 @@ def test_signal_shuts_down_cleanly(signum: signal.Signals, tmp_path: Path) -> No
     assert "Traceback" not in broker.text()
 
 
-def test_verbose_logs_debug(tmp_path: Path) -> None:
+def test_verbose_logs_every_packet_as_mosquitto_does(tmp_path: Path) -> None:
     config, port = default_config_on_free_ports(tmp_path)
     broker = BrokerProcess("-c", str(config), "-v")
     broker.wait_for("listening on")
     with socket.create_connection(("127.0.0.1", port)) as client:
-        client.sendall(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02c1\x40\x02\x00\x07")
-        client.recv(4)
-        broker.wait_for("DEBUG")
+        client.sendall(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02c1"  # CONNECT
+                       b"\x32\x0a\x00\x03a/b\x00\x03hey")  # PUBLISH QoS 1, id 3, 'hey'
+        assert client.recv(8) == b"\x20\x02\x00\x00\x40\x02\x00\x03"
+        broker.wait_for("Sending PUBACK")
+    # What one read brought is logged before what it made the broker send.
+    packets = [line.split("mqttish.packets: ")[1] for line in broker.text().splitlines()
+               if "mqttish.packets: " in line]
+    assert packets[0].startswith("Received CONNECT from 127.0.0.1:")
+    assert packets[0].endswith(" as 'c1' (p4, c1, k60)")
+    assert packets[1:] == ["Received PUBLISH from 'c1' (d0, q1, r0, m3, 'a/b', ... (3 bytes))",
+                           "Sending CONNACK to 'c1' (0, 0)", "Sending PUBACK to 'c1' (m3, rc0)"]
     broker.process.send_signal(signal.SIGTERM)
     assert broker.wait() == 0
+
+
+def test_port_alone_opens_that_one_listener_on_loopback() -> None:
+    """As `mosquitto -p`: one TCP listener, loopback only, and no WebSocket listener."""
+    port = free_port()
+    broker = BrokerProcess("-p", str(port))
+    try:
+        broker.wait_for("loopback only")
+        assert "(websocket)" not in broker.text()
+        assert f"listening on 127.0.0.1:{port} (mqtt)" in broker.text()
+        assert len(re.findall(r"listening on \S+:\d+ \(", broker.text())) == 1
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02c1")
+            assert client.recv(4) == b"\x20\x02\x00\x00"
+        broker.process.send_signal(signal.SIGTERM)
+        assert broker.wait() == 0
+    finally:
+        broker.kill()
+
+
+def test_two_ports_with_a_config_file_is_an_error(tmp_path: Path) -> None:
+    config, _ = default_config_on_free_ports(tmp_path)
+    result = run_cli("-c", str(config), "-p", "1", "-p", "2")
+    assert result.returncode == 2
+    assert "-p: with -c, one -p sets the port of the first listener" in result.stderr
+
+
+def test_convert_prints_yaml(tmp_path: Path) -> None:
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text("listener 1884\nallow_anonymous true\nauth_plugin /x.so\n")
+    refused = run_cli("convert", str(conf))
+    assert refused.returncode == 2
+    assert f"{conf}:3: auth_plugin: mqttish cannot load" in refused.stderr
+    conf.write_text("listener 1884\nallow_anonymous true\n")
+    result = run_cli("convert", str(conf))
+    assert result.returncode == 0
+    assert "listeners:\n- port: 1884\n  bind: 0.0.0.0\nallow_anonymous: true\n" in result.stdout

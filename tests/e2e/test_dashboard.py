@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import BrokerThread
+from mqttish.bridge.config import BridgeConfig, BridgeTopic
+from tests.conftest import BrokerThread, websocket_listeners
 from tests.e2e.browser import ROOT, chromium_page
 from tests.wire.paho_client import PahoClient
 
@@ -111,3 +112,25 @@ def test_dashboard_without_libraries_says_how_to_install_them(
     response = page.goto(f"http://127.0.0.1:{ws_broker.ports[1]}/")
     assert response.status == 503
     assert "npm ci" in page.inner_text("body")
+
+
+def test_dashboard_shows_bridges(start_broker: Callable[..., BrokerThread],
+                                 start_mosquitto: Callable[..., Any], page: Any) -> None:
+    remote = start_mosquitto()
+    broker = start_broker(listeners=websocket_listeners(), sys_interval=0.2, bridges=(
+        BridgeConfig("cloud", (f"127.0.0.1:{remote.port}",), (BridgeTopic("out/#", "out", 1),),
+                     remote_clientid="mqttish-cloud", restart_timeout=(0.2, 1.0)),))
+    tcp_port, ws_port = broker.ports
+    page.goto(f"http://127.0.0.1:{ws_port}/")
+    row = '#bridges tr[data-bridge="cloud"]'
+    page.wait_for_selector(f'{row} .bridge-state[data-up="1"]', timeout=10_000)
+    device = PahoClient(tcp_port, "device")
+    try:
+        device.publish("out/reading", b"1", qos=1)
+        page.wait_for_function(  # the messages sent to the remote broker
+            "(cell) => document.querySelector(cell)?.textContent === '1'",
+            arg=f"{row} td:nth-child(4)", timeout=5000)
+        assert page.inner_text(f"{row} td:nth-child(3)") == f"127.0.0.1:{remote.port}"
+        assert page.errors == []
+    finally:
+        device.disconnect()

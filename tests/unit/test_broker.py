@@ -395,3 +395,56 @@ def test_a_publisher_waits_at_most_the_stall_timeout_even_for_a_client_making_pr
     pub.connection.read_deadline_expired(now=5.0)
     assert pub.send(now=5.0) == [PubAck(4), PubAck(5)]
     assert broker.metrics.consumers_stalled == 0
+
+
+def test_publishers_held_by_one_queue_take_turns() -> None:
+    """Three publishers flood one subscriber at QoS 0, and go on in the order the queue
+    releases them, as the multiplexer does: each release lets a different one go first,
+    so none starves (the slowest got 1% of the fastest's share before)."""
+    broker = Broker(Config(max_queued_messages=100, backpressure_watermark=4))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t/#", 0)
+    resumed: list[Peer] = []
+    pubs = [Peer(broker) for _ in range(3)]
+    for index, pub in enumerate(pubs):
+        pub.connect(f"p{index}")
+        pub.connection.on_resume = lambda pub=pub: resumed.append(pub)  # type: ignore[misc]
+    for pub in pubs:
+        pub.send(*(Publish(f"t/{index}", b"x") for index in [pubs.index(pub)] * 1000))
+    got = {"t/0": 0, "t/1": 0, "t/2": 0}
+    for _ in range(30):  # the subscriber takes what is queued; released publishers go on
+        for message in sub.publishes():
+            got[message.topic] += 1
+        while resumed:
+            resumed.pop(0).send()
+    assert min(got.values()) >= max(got.values()) // 2, got
+
+
+def test_a_flooding_publisher_is_held_after_stall_timeout_too() -> None:
+    """Two publishers flood a subscriber that keeps reading, for longer than the stall
+    timeout. A release by the drained queue ends a publisher's wait: before, the first
+    publisher held "waited" from its first hold for as long as it had packets read
+    behind it, went past the full queue after stall_timeout, and had 33 times the
+    other's share in the bench (and a healthy reader lost messages)."""
+    broker = Broker(Config(max_queued_messages=50, backpressure_watermark=4,
+                           stall_timeout=1.0))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t/#", 0)
+    resumed: list[Peer] = []
+    pubs = [Peer(broker) for _ in range(2)]
+    for index, pub in enumerate(pubs):
+        pub.connect(f"p{index}")
+        pub.connection.on_resume = lambda pub=pub: resumed.append(pub)  # type: ignore[misc]
+        pub.send(*(Publish(f"t/{index}", b"x") for _ in range(2000)))
+    got = {"t/0": 0, "t/1": 0}
+    now = 0.0
+    for _ in range(40):  # 4 s of a subscriber reading 50 messages every 0.1 s
+        now += 0.1
+        for message in sub.publishes(now):
+            got[message.topic] += 1
+        while resumed:
+            resumed.pop(0).send(now=now)
+    assert broker.metrics.publish_dropped == 0
+    assert min(got.values()) >= max(got.values()) // 2, got

@@ -135,3 +135,28 @@ def test_connection_rate_per_address() -> None:
     assert [rate.admit("a", 0.0) for _ in range(3)] == [True, True, False]
     assert rate.admit("b", 0.0)
     assert rate.admit("a", 1.0)
+
+
+def test_message_size_limit_acknowledges_and_drops_a_larger_payload() -> None:
+    """Mosquitto's message_size_limit: the flow completes, nobody receives the message;
+    an MQTT 5 publisher learns why."""
+    broker = Broker(Config(message_size_limit=10))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 1)
+    pub5 = Peer(broker, MQTT_5)
+    pub5.connect("pub5")
+    assert pub5.send(Publish("t", b"x" * 11, 1, packet_id=1)) == [
+        PubAck(1, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR)]
+    pub3 = Peer(broker)
+    pub3.connect("pub3")
+    assert pub3.send(Publish("t", b"x" * 11, 1, packet_id=2)) == [PubAck(2)]
+    assert sub.publishes() == []
+    pub3.send(Publish("t", b"x" * 10, 1, packet_id=3))
+    assert [p.payload for p in sub.publishes()] == [b"x" * 10]
+
+
+def test_empty_client_id_refused_when_not_allowed() -> None:
+    broker = Broker(Config(allow_zero_length_clientid=False))
+    assert Peer(broker, MQTT_5).connect("").reason_code == ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
+    assert Peer(Broker(Config()), MQTT_5).connect("").reason_code == ReasonCode.SUCCESS

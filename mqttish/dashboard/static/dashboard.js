@@ -155,7 +155,6 @@
       card.el.querySelector(".card-value").textContent = shown;
       card.el.querySelector(".card-detail").textContent = card.detail(value);
     }
-    renderNodes();
     if (sys.has("version")) $("version").textContent = sys.get("version");
     const uptime = parseInt(sys.get("uptime"), 10);
     if (Number.isFinite(uptime)) $("uptime").textContent = `up ${formatDuration(uptime)}`;
@@ -191,6 +190,38 @@
     }
     $("node-count").textContent = String(members.length);
     $("nodes-panel").hidden = false;
+  }
+
+  // ------------------------------------------------------------------ bridges
+
+  // $SYS/broker/connection/<name>/state (1 up, 0 down) and the figures mqttish's own
+  // bridges publish beside it; a bridge of another broker into this one shows its state.
+  const BRIDGE_FIGURES = ["address", "messages/sent", "messages/received", "messages/dropped",
+                          "messages/queued"];
+
+  function renderBridges() {
+    const names = [];
+    for (const key of sys.keys()) {
+      const match = /^connection\/([^/]+)\/state$/.exec(key);
+      if (match && sys.get(key) !== "") names.push(match[1]);
+    }
+    names.sort();
+    $("bridges-panel").hidden = names.length === 0;
+    const rows = names.map((name) => {
+      const row = document.createElement("tr");
+      const up = sys.get(`connection/${name}/state`);
+      const cells = [name, up === "1" ? "up" : "down",
+        ...BRIDGE_FIGURES.map((figure) => sys.get(`connection/${name}/${figure}`) ?? "–")];
+      cells.forEach((text, index) => {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        if (index === 1) { cell.className = "bridge-state"; cell.dataset.up = up; }
+        row.appendChild(cell);
+      });
+      row.dataset.bridge = name;
+      return row;
+    });
+    $("bridges").querySelector("tbody").replaceChildren(...rows);
   }
 
   // ------------------------------------------------------------------ topic tree
@@ -638,7 +669,7 @@
     setupPublish();
     setInterval(() => {
       flushTree();
-      if (sysDirty) { renderCards(); sysDirty = false; }
+      if (sysDirty) { renderCards(); renderBridges(); renderNodes(); sysDirty = false; }
     }, FLUSH_MS);
     setInterval(flushChart, 250);
     connect();

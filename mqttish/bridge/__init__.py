@@ -1,0 +1,1 @@
+"""Bridges: topics shared with other brokers (Mosquitto's `connection` sections)."""
