@@ -31,7 +31,13 @@ from mqttish.client.protocol import Message
 from mqttish.errors import MQTTError, RemoteProtocolError
 from mqttish.protocol import properties as P
 from mqttish.protocol.packets import MQTT_3_1_1, MQTT_5, Will
-from mqttish.protocol.properties import NO_PROPERTIES, SPEC_BY_NAME, Properties, PropType
+from mqttish.protocol.properties import (
+    NO_PROPERTIES,
+    SESSION_NEVER_EXPIRES,
+    SPEC_BY_NAME,
+    Properties,
+    PropType,
+)
 from mqttish.protocol.topics import validate_subscription_filter, validate_topic_name
 
 log = logging.getLogger("mqttish.client.cli")
@@ -39,7 +45,6 @@ log = logging.getLogger("mqttish.client.cli")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 27  # mosquitto_sub's MOSQ_ERR_TIMEOUT, which scripts already test for
-SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 VERSIONS = {"311": MQTT_3_1_1, "mqttv311": MQTT_3_1_1, "5": MQTT_5, "mqttv5": MQTT_5}
 # -D COMMAND: the packet whose properties it sets, as the property table names it.

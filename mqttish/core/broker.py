@@ -14,10 +14,12 @@ nodes, and sessions move between nodes (`release`, `adopt`).
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from mqttish.core.backlog import backlog_share_name
 from mqttish.core.backpressure import Drainable, Waiter
 from mqttish.core.hooks import (
     INTERNAL_LISTENER,
@@ -32,7 +34,7 @@ from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats, Metrics, SharedGroupStats
 from mqttish.core.remote import Remote
 from mqttish.core.retained import RetainedStore
-from mqttish.core.session import NEVER_EXPIRES, Attached, Delivery, Session, Subscription
+from mqttish.core.session import Attached, Delivery, Session, Subscription
 from mqttish.core.settings import BrokerSettings
 from mqttish.core.shared import SharedGroup, Strategy
 from mqttish.core.store import (
@@ -61,13 +63,16 @@ from mqttish.protocol.packets import (
     SubscriptionRequest,
     Will,
 )
-from mqttish.protocol.properties import NO_PROPERTIES, Properties
+from mqttish.protocol.properties import NO_PROPERTIES, SESSION_NEVER_EXPIRES, Properties
 from mqttish.protocol.reason_codes import ReasonCode
 from mqttish.protocol.topics import has_wildcard, matches, parse_shared, reserved_for_broker
 
 log = logging.getLogger("mqttish.broker")
 
 SYS_PREFIX = "$SYS/"
+# Client ids with control characters are refused, as Mosquitto refuses them (as
+# malformed): they garble logs, and the store names shared backlogs with one.
+_CONTROL_CHARACTERS = re.compile("[\x01-\x1f\x7f-\x9f]")
 MAX_PACKET_SIZE = 268_435_460  # what the protocol itself allows: no Maximum Packet Size
 
 
@@ -177,7 +182,7 @@ class Broker:
             self._forget_will(session)
         session.expires_at = None
         expiry = (packet.properties.session_expiry_interval or 0 if version == MQTT_5
-                  else 0 if packet.clean_start else NEVER_EXPIRES)
+                  else 0 if packet.clean_start else SESSION_NEVER_EXPIRES)
         # A bridge's session (in-process) holds what it must still forward: it is not cut
         # short by persistent_client_expiration while the remote broker is away.
         session.expiry_interval = expiry if listener == INTERNAL_LISTENER \
@@ -213,7 +218,8 @@ class Broker:
         config = self.config
         if packet.properties.authentication_method is not None:
             return ReasonCode.BAD_AUTHENTICATION_METHOD
-        if len(client.client_id) > config.max_client_id_length:
+        if len(client.client_id) > config.max_client_id_length or \
+                _CONTROL_CHARACTERS.search(client.client_id):
             return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
         if packet.keepalive > config.max_keepalive and packet.protocol_level != MQTT_5:
             # 3.1.1 has no Server Keep Alive to lower it with; Mosquitto refuses too.
@@ -306,7 +312,7 @@ class Broker:
         if session.expiry_interval == 0:
             self._end_session(session, now)
             return
-        if session.expiry_interval != NEVER_EXPIRES:
+        if session.expiry_interval != SESSION_NEVER_EXPIRES:
             session.expires_at = now + session.expiry_interval
         self._journal_session(session, now)
         if session.expires_at is not None or session.will_at is not None:
@@ -355,7 +361,7 @@ class Broker:
             self._forget_will(session)
             self.publish_will(session.client_id, will, now)
         for topic_filter in list(session.subscriptions):
-            self.subscriptions.remove(session.client_id, topic_filter)
+            self._remove_subscription(session.client_id, topic_filter)
         session.subscriptions.clear()
         session.shared_groups = ()
         session.clear()
@@ -559,7 +565,7 @@ class Broker:
         if member is None:
             if len(group.backlog) >= self.config.max_queued_messages:
                 return False
-            group.backlog.append((message, dup))
+            group.backlog.append(message, dup, now, self._backlog_journal(group))
             return True
         ids = (member.identifier,) if member.identifier else ()
         qos = min(member.qos, message.qos)
@@ -572,6 +578,26 @@ class Broker:
             self._dropped_for(member.session)
         return True
 
+    def _backlog_journal(self, group: SharedGroup[Subscription]) -> Journal | None:
+        """Where the group's backlog is journalled: in the store, once the group has a
+        persistent member (it outlives a restart then). A cluster node's backlog is not
+        stored: a node that dies loses it (docs/scaling.md)."""
+        journal = group.backlog.journal
+        if journal is not None or self.journal is None or self.remote is not None:
+            return journal
+        if any(m.session.journal is not None for m in group.members.values()):
+            return self.journal
+        return None
+
+    def _remove_subscription(self, client_id: str, topic_filter: str) -> None:
+        """Take a subscription out of the tree; a shared group left with no member ends,
+        and the messages of its backlog with it (nobody subscribes to them any more)."""
+        group = self.subscriptions.group(topic_filter) if topic_filter.startswith(
+            "$share/") else None
+        self.subscriptions.remove(client_id, topic_filter)
+        if group is not None and not group.members:
+            group.backlog.discard()
+
     def _group_dropped(self, group: SharedGroup[Subscription]) -> None:
         group.dropped += 1
         self.metrics.publish_dropped += 1
@@ -580,7 +606,7 @@ class Broker:
         """Give waiting messages to members that can take them now."""
         backlog = group.backlog
         while backlog:
-            message, dup = backlog[0]
+            message, dup = backlog.first()
             if message.expired(now):
                 backlog.popleft()
                 continue
@@ -685,7 +711,7 @@ class Broker:
     def unsubscribe(self, session: Session, topic_filter: str, now: float) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
-        self.subscriptions.remove(session.client_id, topic_filter)
+        self._remove_subscription(session.client_id, topic_filter)
         if session.journal is not None:
             session.journal.emit(SubscriptionDeleted(session.client_id, topic_filter))
         for group in session.shared_groups:
@@ -742,7 +768,7 @@ class Broker:
         del self.sessions[client_id]
         self._waiting.pop(client_id, None)
         for topic_filter in session.subscriptions:
-            self.subscriptions.remove(client_id, topic_filter)
+            self._remove_subscription(client_id, topic_filter)
         session.shared_groups = ()
         session.journal = None  # its records are the other node's now
         session.release_waiters(now)
@@ -774,14 +800,33 @@ class Broker:
         messages: dict[int, Message] = {}  # a message stored once is shared again
         for record in state.retained:
             self.retained.set(_restored_message(record, now, messages))
+        backlogs = []
         for stored in state.sessions:
-            self._restore_session(stored, now, messages)
+            if backlog_share_name(stored.client_id) is None:
+                self._restore_session(stored, now, messages)
+            else:
+                backlogs.append(stored)
+        for stored in backlogs:  # once every member's subscriptions are back
+            self._restore_backlog(stored, now, messages)
         if self.journal is not None:
             self.journal.next_message_id = max(self.journal.next_message_id,
                                                state.next_message_id)
         if state.retained or state.sessions:
-            log.info("restored %d retained messages and %d sessions",
-                     len(state.retained), len(state.sessions))
+            log.info("restored %d retained messages, %d sessions and %d shared backlogs",
+                     len(state.retained), len(state.sessions) - len(backlogs), len(backlogs))
+
+    def _restore_backlog(self, stored: StoredSession, now: float,
+                         messages: dict[int, Message]) -> None:
+        """Give a shared group back the messages that waited for a member."""
+        share_name = backlog_share_name(stored.client_id) or ""
+        group = self.subscriptions.group(share_name)
+        if group is None:  # no persistent member came back: nobody subscribes to them
+            if self.journal is not None:
+                self.journal.emit(SessionDeleted(stored.client_id))
+            return
+        group.backlog.restore(
+            ((record.sequence, _restored_message(record.message, now, messages))
+             for record in stored.deliveries), self.journal)
 
     def _restore_session(self, stored: StoredSession, now: float,
                          messages: dict[int, Message]) -> None:

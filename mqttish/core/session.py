@@ -31,8 +31,6 @@ from mqttish.protocol.flow import MAX_PACKET_ID, FlightState, IncomingQos2, Outg
 from mqttish.protocol.packets import PubComp, PubRel, RetainHandling, Will
 from mqttish.protocol.reason_codes import ReasonCode
 
-NEVER_EXPIRES = 0xFFFFFFFF
-
 # An idle session's queue is a shared empty immutable: a deque costs 600 bytes even
 # when empty, and idle sessions are the common case. `enqueue` swaps in a real one;
 # being a tuple, the placeholder fails loudly if anything else tries to add to it.

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections import deque
 from collections.abc import Sized
 from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
+from mqttish.core.backlog import Backlog
 from mqttish.core.backpressure import Drainable
-from mqttish.core.message import Message
 
 
 class Strategy(Enum):
@@ -104,7 +103,7 @@ class SharedGroup(Drainable, Generic[M]):
         self.topic_filter = topic_filter
         self.strategy = strategy
         self.members: dict[str, M] = {}
-        self.backlog: deque[tuple[Message, bool]] = deque()  # (message, possibly seen before)
+        self.backlog = Backlog(self.share_name)
         self.delivered = 0
         self.redelivered = 0
         self.dropped = 0

@@ -150,6 +150,7 @@ class Properties:
 
 
 NO_PROPERTIES = Properties()
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # a Session Expiry Interval that means "never" [MQTT-3.1.2.11.2]
 _FIELD_NAMES = [f.name for f in fields(Properties)]
 assert [spec.name for spec in SPECS] == _FIELD_NAMES, "Properties fields must follow SPECS"
 

@@ -67,6 +67,26 @@ def test_retained_and_durable_sessions_survive_a_restart(tmp_path: Path,
         broker.process.kill()
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "kill-9"])
+def test_jobs_waiting_for_a_shared_group_survive_a_restart(tmp_path: Path,
+                                                           how: signal.Signals) -> None:
+    """Durable workers share `jobs/#`; while none is connected, acknowledged jobs wait in
+    the group's backlog. They were in memory only, and a restart lost them."""
+    _needs_mosquitto_clients()
+    broker = DurableBroker(tmp_path)
+    try:
+        for worker in ("worker-a", "worker-b"):
+            broker.sub("-c", "-i", worker, "-q", "1", "-t", "$share/workers/jobs/#", "-E")
+        for job in range(3):
+            broker.pub("-t", f"jobs/{job}", "-m", f"job {job}", "-q", "1")
+        broker.restart(how)
+        done = broker.sub("-c", "-i", "worker-a", "-q", "1", "-t", "$share/workers/jobs/#",
+                          "-C", "3", "-v")
+        assert done == "jobs/0 job 0\njobs/1 job 1\njobs/2 job 2\n"
+    finally:
+        broker.process.kill()
+
+
 def test_the_store_shows_in_sys_and_metrics(tmp_path: Path) -> None:
     _needs_mosquitto_clients()
     broker = DurableBroker(tmp_path)

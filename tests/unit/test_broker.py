@@ -310,6 +310,63 @@ def test_state_survives_restart_through_the_store() -> None:
     assert [p.payload for p in again.publishes()] == [b"kept"]
 
 
+def _restart(broker: Broker, journal: Journal, store: MemoryStore) -> Broker:
+    """Commit what the journal holds, and start a broker on what the store kept."""
+    changes, position = journal.take()
+    store.apply(changes)
+    journal.committed_up_to(position)
+    restarted = Broker(Config(), journal=journal)
+    restarted.restore(store.load(), now=5)
+    return restarted
+
+
+def test_a_shared_groups_backlog_survives_restart_through_the_store() -> None:
+    """Jobs wait in the backlog while no durable worker is connected: they are stored,
+    come back with the group after a restart, and leave the store once taken."""
+    store, journal = MemoryStore(), Journal()
+    broker = Broker(Config(), journal=journal)
+    for worker in ("w1", "w2"):
+        peer = Peer(broker)
+        peer.connect(worker, clean_start=False)
+        peer.subscribe("$share/workers/jobs/#", 1)
+        peer.drop()
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(*(Publish(f"jobs/{n}", str(n).encode(), 1, packet_id=n + 1) for n in range(3)))
+    restarted = _restart(broker, journal, store)
+    worker = Peer(restarted)
+    assert worker.connect("w1", clean_start=False).session_present
+    taken = worker.publishes()
+    assert [(p.payload, p.dup) for p in taken] == [(b"0", True), (b"1", True), (b"2", True)]
+    worker.send(*(PubAck(p.packet_id or 0) for p in taken))
+    again = _restart(restarted, journal, store)
+    assert [len(s.deliveries) for s in store.load().sessions] == [0, 0, 0]
+    assert Peer(again).connect("w1", clean_start=False).session_present
+
+
+def test_a_shared_group_that_ends_takes_its_stored_backlog_with_it() -> None:
+    store, journal = MemoryStore(), Journal()
+    broker = Broker(Config(), journal=journal)
+    worker = Peer(broker)
+    worker.connect("w1", clean_start=False)
+    worker.subscribe("$share/workers/jobs/#", 1)
+    worker.drop()
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(Publish("jobs/1", b"1", 1, packet_id=1))
+    back = Peer(broker)
+    back.connect("w1", clean_start=True)  # the only member ends its session
+    _restart(broker, journal, store)
+    assert store.load().sessions == ()  # neither w1 (clean now) nor the backlog
+
+
+def test_client_ids_with_control_characters_are_refused(broker: Broker) -> None:
+    """As Mosquitto refuses them (it closes the connection, as for malformed UTF-8)."""
+    for client_id in ("a\x01b", "\x1bc", "d\x7f", "e\x85"):
+        connack = Peer(broker).connect(client_id)
+        assert connack.reason_code == ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
+
+
 def test_v5_session_expiry(broker: Broker) -> None:
     from mqttish.protocol.properties import Properties
 
