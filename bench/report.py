@@ -41,6 +41,8 @@ class Metric:
     unit: str
     digits: int = 0  # decimals shown
     ratios: bool = True  # whether mqttish/other means anything
+    relative_to: str | None = None  # shown as a ratio to the same key of this scenario (per
+    #                                 broker, medians of the same harness run)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -86,6 +88,52 @@ METRICS: tuple[Metric, ...] = (
     Metric("overload-qos0", "fairness",
            "no window, fan-in QoS 0, slowest publisher's deliveries / fastest's", "", 2,
            ratios=False),
+    Metric("fan-in-qos0-auth", "rate",
+           "fan-in QoS 0, {users:,} users, {acl_rules:,} ACL rules, delivered", "msg/s"),
+    AUTH_FAN_IN := Metric("fan-in-qos0-auth", "rate", "fan-in QoS 0, with auth / without", "",
+                          2, ratios=False, relative_to="fan-in-qos0"),
+    Metric("fan-out-qos0-auth", "rate",
+           "fan-out QoS 0, {users:,} users, {acl_rules:,} ACL rules, deliveries", "/s"),
+    AUTH_FAN_OUT := Metric("fan-out-qos0-auth", "rate", "fan-out QoS 0, with auth / without",
+                           "", 2, ratios=False, relative_to="fan-out-qos0"),
+    *(metric for scenario, hashes in (("login-storm", "$7$"), ("login-storm-argon2id",
+                                                             "argon2id"))
+      for metric in (
+          Metric(scenario, "alone_p99_ms", f"a client's round trip p99, alone ({hashes} run)",
+                 "ms", 2),
+          Metric(scenario, "storm_p50_ms", f"... p50 during {{storm_attempts:,}} wrong "
+                 f"passwords ({hashes})", "ms", 2),
+          Metric(scenario, "storm_p99_ms", f"... p99 during {{storm_attempts:,}} wrong "
+                 f"passwords ({hashes})", "ms", 2),
+          Metric(scenario, "added_p99_ms", f"... p99 added by the storm ({hashes})", "ms", 2),
+          Metric(scenario, "after_p99_ms", f"... p99 in the {{duration:g}} s after ({hashes})",
+                 "ms", 2),
+          Metric(scenario, "storm_s", f"storm ({hashes}): until every CONNECT was answered",
+                 "s", 1),
+          Metric(scenario, "refused", f"storm ({hashes}): refused with a CONNACK (the rest: "
+                 "closed unanswered)", "", ratios=False),
+      )),
+    Metric("fan-in-qos1-persistent", "rate",
+           "fan-in QoS 1 into a persistent session, persistence on, delivered", "msg/s"),
+    PERSISTENT_FAN_IN := Metric("fan-in-qos1-persistent", "rate",
+                                "fan-in QoS 1, persistent / in memory", "", 2, ratios=False,
+                                relative_to="fan-in-qos1"),
+    Metric("fan-in-qos1-persistent", "loss", "fan-in QoS 1 persistent, lost", "msgs",
+           ratios=False),
+    Metric("fan-in-qos1-persistent", "puback_p99_ms",
+           "fan-in QoS 1 persistent, PUBLISH to PUBACK p99 (batches of 25)", "ms", 1),
+    Metric("fan-in-qos1-persistent", "commit_p99_ms",
+           "fan-in QoS 1 persistent, group commit p99 (/metrics histogram)", "ms", 1),
+    Metric("fan-in-qos1-persistent", "records_per_commit",
+           "fan-in QoS 1 persistent, journal records per commit", "", ratios=False),
+    RESTART_READY := Metric("restart", "ready_s", "restart with {restart_retained:,} retained, "
+                            "{restart_sessions:,} x {restart_queued} queued: start to a retained "
+                            "and a session's queued messages back", "s", 2),
+    Metric("restart", "connack_s", "restart: start to the first CONNACK", "s", 2),
+    Metric("restart", "all_sessions_s", "restart: start to every message read back", "s", 2),
+    Metric("restart", "loss", "restart: messages missing after it", "msgs", ratios=False),
+    Metric("restart", "stop_s", "restart: the clean stop before it", "s", 2),
+    Metric("restart", "store_mib", "restart: store on disk", "MiB", 1),
 )
 
 
@@ -130,6 +178,13 @@ class Summary:
 
     def cell(self, metric: Metric, broker: str) -> Cell:
         cell = Cell(failures=self.failures(metric.scenario, broker))
+        if metric.relative_to is not None:
+            mine = self.median(dataclasses.replace(metric, relative_to=None), broker)
+            base = self.median(dataclasses.replace(metric, scenario=metric.relative_to,
+                                                   relative_to=None), broker)
+            if mine is not None and base:
+                cell.values.append(mine / base)
+            return cell
         for result in self.results(metric.scenario, broker):
             value = _metric_value(metric, result)
             if value is not None:
@@ -286,6 +341,15 @@ TARGETS: tuple[Target, ...] = (
            _within_stall_timeout(_metric("overload-stalled", "max_wait_ms"))),
     Target(_metric("overload-qos0", "rate"), ">= 0.8x fan-in QoS 0 (no collapse)",
            _at_least_of(_metric("overload-qos0", "rate"), _metric("fan-in-qos0", "rate"), 0.8)),
+    Target(AUTH_FAN_IN, ">= 0.8", _at_least(AUTH_FAN_IN, 0.8)),
+    Target(AUTH_FAN_OUT, ">= 0.8", _at_least(AUTH_FAN_OUT, 0.8)),
+    *(Target(_metric(scenario, "added_p99_ms"), "< 50 ms",
+             _at_most(_metric(scenario, "added_p99_ms"), 50, strict=True))
+      for scenario in ("login-storm", "login-storm-argon2id")),
+    Target(PERSISTENT_FAN_IN, ">= 0.5, no loss",
+           _no_loss("fan-in-qos1-persistent", _at_least(PERSISTENT_FAN_IN, 0.5))),
+    Target(RESTART_READY, "< 5 s, nothing missing",
+           _no_loss("restart", _at_most(RESTART_READY, 5, strict=True))),
 )
 
 
@@ -374,6 +438,7 @@ def render_notes(summary: Summary) -> list[str]:
             results = summary.results(scenario, broker)
             for key, what in (("loss", "lost"), ("duplicates", "duplicated"),
                               ("reordered", "reordered"), ("ack_stalls", "PUBACK stalls"),
+                              ("accepted", "CONNECTs with a wrong password accepted"),
                               ("disturbed", "idle clients disconnected or written to")):
                 counts = [r.get(key, 0) for r in results]
                 in_table = key == "loss" and (scenario in OVERLOAD or (
