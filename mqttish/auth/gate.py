@@ -6,7 +6,8 @@ connection's task then awaits `LoginGate.check`, which waits for the
 address's turn if it failed before (`LoginThrottle`), runs the check in a
 worker thread (`HASH_THREADS` at once: a storm of logins costs bounded CPU
 and memory, and leaves a core to the event loop) and hands the answer back to the core, which sends
-the CONNACK. Only that connection waits; every other one goes on.
+the CONNACK. Only that connection waits; every other one goes on. A connection that
+closed while its check waited for its turn is not checked at all.
 """
 
 from __future__ import annotations
@@ -51,8 +52,14 @@ class LoginGate:
         client = ClientInfo(packet.client_id, packet.username, connection.peer,
                             packet.protocol_level, connection.listener)
         hooks = connection.broker.hooks
-        decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client, packet,
-                                                 limiter=self._threads)
+        async with self._threads:
+            if connection.closed:
+                # It left (or hit the connect timeout) while waiting for its turn: a hash
+                # for no one would only delay those behind it, and a burst of CONNECTs
+                # that close at once would cost a core for minutes.
+                return
+            decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client,
+                                                     packet)
         if decision is Decision.DENY:
             metrics.logins_failed += 1
             if throttle is not None:
