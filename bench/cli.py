@@ -82,6 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="rewrite the results section of docs/performance.md (default: "
                       "only for a full run of every scenario on every broker)")
     docs.add_argument("--no-docs", dest="docs", action="store_false")
+    docs.add_argument("--docs-section", metavar="NAME",
+                      help="write the table between the `bench:NAME` markers of "
+                      "docs/performance.md instead (for the runs of a subset, e.g. `auth`)")
     args = parser.parse_args(argv)
     if args.broker is None:
         args.broker = ["mqttish"] if args.smoke else list(BROKERS)
@@ -89,7 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.scenario = [name for name in SCENARIOS if name in (args.scenario or SCENARIOS)]
     if args.runs is None:
         args.runs = 1 if args.smoke or args.profile else 3
-    if args.docs is None:
+    if args.docs_section:
+        args.docs = False
+    elif args.docs is None:
         args.docs = (not args.smoke and not args.profile and not args.param
                      and args.mqttish_config is None and len(args.scenario) == len(SCENARIOS)
                      and len(args.broker) == len(BROKERS))
@@ -367,8 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps({"header": harness.header(), "runs": results}, indent=1))
     (harness.results_dir / "latest.md").write_text(section)
     print(f"bench: results in {out}", file=sys.stderr)
-    if args.docs:
-        report.write_section(DOCS, section)
+    if args.docs or args.docs_section:
+        report.write_section(DOCS, section, *report.markers(args.docs_section or "results"))
         print(f"bench: updated {DOCS.relative_to(ROOT)}", file=sys.stderr)
     failed = [r for r in results if r["broker"] == "mqttish" and "error" in r]
     return 1 if failed else 0

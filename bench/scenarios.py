@@ -47,15 +47,14 @@ SMOKE = replace(
     storm_attempts=10, restart_retained=2_000, restart_sessions=20, restart_queued=10,
 )
 
-SCENARIOS: tuple[str, ...] = (
+STANDARD: tuple[str, ...] = (  # default settings, no auth, no persistence
     "fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "latency", "connections", "retained",
     "overload-qos1", "overload-stalled", "overload-qos0",
-    "fan-in-qos0-auth", "fan-out-qos0-auth", "login-storm", "login-storm-argon2id",
-    "fan-in-qos1-persistent", "restart",
 )
 OVERLOAD = ("overload-qos1", "overload-stalled", "overload-qos0")
 AUTH = ("fan-in-qos0-auth", "fan-out-qos0-auth", "login-storm", "login-storm-argon2id")
 PERSISTENT = ("fan-in-qos1-persistent", "restart")
+SCENARIOS: tuple[str, ...] = (*STANDARD, *AUTH, *PERSISTENT)
 # Scenarios only some brokers can run (the others: every broker). aedes and amqtt have no
 # password or ACL files in Mosquitto's formats, nor a store of their own.
 ONLY_ON: dict[str, tuple[str, ...]] = {
