@@ -147,6 +147,8 @@ class BrokerKind(ABC):
     label: str
     config: Path | None = None  # a fixed config file instead of the generated one
     dropped_topic: str | None = None  # a retained $SYS counter of dropped deliveries
+    scenarios: tuple[str, ...] | None = None  # the scenarios it runs (None: all)
+    pinned = True  # on the broker CPU; False: free to use every CPU
 
     def prepare(self) -> None:
         """Install or check what the broker needs (once per harness run)."""
@@ -407,6 +409,32 @@ def _git(*args: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
+class MqttishWorkers(Mqttish):
+    """`mqttish --workers 2` (docs/scaling.md): two processes and a private redis-server,
+    free to use both CPUs, so they share one with the load generator."""
+
+    name = "mqttish-w2"
+    label = "mqttish --workers 2"
+    scenarios = ("fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "connections")
+    pinned = False
+
+    def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
+        return [*super().command(port, workdir, settings), "--workers", "2"]
+
+    def start(self, port: int, workdir: Path, pinning: Pinning,
+              settings: BrokerSettings) -> RunningBroker:
+        return super().start(port, workdir, _EveryCpu(None, None), settings)
+
+
+class _EveryCpu(Pinning):
+    """Not pinned: every CPU of the machine (the harness pins itself, and so its children,
+    to the load CPU: a broker started without `taskset` would inherit that)."""
+
+    def broker_prefix(self) -> list[str]:
+        last = (os.cpu_count() or 1) - 1
+        return ["taskset", "-c", f"0-{last}"] if shutil.which("taskset") else []
+
+
 BROKERS: dict[str, BrokerKind] = {
-    kind.name: kind for kind in (Mqttish(), Mosquitto(), Aedes(), Amqtt())
+    kind.name: kind for kind in (Mqttish(), MqttishWorkers(), Mosquitto(), Aedes(), Amqtt())
 }

@@ -117,7 +117,8 @@ class Harness:
             kind.prepare()
         plan = [(run, scenario, kind) for run in range(1, self.args.runs + 1)
                 for scenario in self.args.scenario for kind in kinds
-                if runs_on(scenario, kind.name)]
+                if runs_on(scenario, kind.name)
+                and (kind.scenarios is None or scenario in kind.scenarios)]
         results = []
         for index, (run, scenario, kind) in enumerate(plan, 1):
             started = time.monotonic()
@@ -156,7 +157,7 @@ class Harness:
         tag = f"{self.stamp}-{scenario}-{kind.name}-{run}"
         command = [*self.pinning.load_prefix(), sys.executable, "-m", "bench.loadgen",
                    "--scenario", scenario, "--port", str(port), "--broker-pid", str(broker.pid)]
-        if self.pinning.broker_cpu is not None:
+        if self.pinning.broker_cpu is not None and kind.pinned:
             command += ["--broker-cpu", str(self.pinning.broker_cpu)]
         if kind.dropped_topic is not None and settings.sys_interval is not None:
             command += ["--dropped-topic", kind.dropped_topic,

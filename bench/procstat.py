@@ -11,21 +11,51 @@ TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` in seconds (fields 14 and 15 of /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    # The command name (field 2) is in parentheses and may contain spaces.
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+    """utime + stime of `pid` and its descendants in seconds (fields 14 and 15 of
+    /proc/<pid>/stat): a broker of several processes (`--workers`) counts whole."""
+    total = 0.0
+    for process in _tree(pid):
+        try:
+            with open(f"/proc/{process}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            if process == pid:
+                raise
+            continue  # a child that just ended
+        # The command name (field 2) is in parentheses and may contain spaces.
+        fields = stat[stat.rindex(b")") + 2:].split()
+        total += (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+    return total
 
 
 def rss_kib(pid: int) -> int:
-    """Resident set size of `pid` in KiB (VmRSS in /proc/<pid>/status)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise ValueError(f"no VmRSS for process {pid}")
+    """Resident set size of `pid` and its descendants in KiB (VmRSS in /proc/<pid>/status)."""
+    total = 0
+    for process in _tree(pid):
+        try:
+            with open(f"/proc/{process}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            if process == pid:
+                raise ValueError(f"no VmRSS for process {pid}") from None
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (from /proc/<pid>/task/<tid>/children)."""
+    found = [pid]
+    for process in found:
+        try:
+            tasks = os.listdir(f"/proc/{process}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{process}/task/{task}/children") as f:
+                    found.extend(int(child) for child in f.read().split())
+            except OSError:
+                continue
+    return found
 
 
 def machine_busy_seconds(cpu: int | None = None) -> float:

@@ -19,8 +19,9 @@ from bench.scenarios import Params
 
 RunResult = dict[str, Any]  # {"broker", "scenario", "run", "result" | "error", ...}
 
-BROKER_ORDER = ("mqttish", "mosquitto", "aedes", "amqtt")
-LABELS = {"mqttish": "mqttish", "mosquitto": "Mosquitto", "aedes": "aedes", "amqtt": "amqtt"}
+BROKER_ORDER = ("mqttish", "mqttish-w2", "mosquitto", "aedes", "amqtt")
+LABELS = {"mqttish": "mqttish", "mqttish-w2": "mqttish --workers 2", "mosquitto": "Mosquitto",
+          "aedes": "aedes", "amqtt": "amqtt"}
 OVERLOAD = ("overload-qos1", "overload-stalled", "overload-qos0")
 MOSQUITTO_QOS1_NOTE = (
     "Debian's Mosquitto 2.0.11 loses QoS 1 messages in fan-in (an inflight-quota bug "
@@ -473,7 +474,12 @@ def render_notes(summary: Summary) -> list[str]:
 
 
 def render_section(summary: Summary, params: Params, header_lines: Sequence[str]) -> str:
+    from bench.scaling import render_scaling  # (a cycle at import time: it builds on this)
+
     lines = [*header_lines, "", render_table(summary, params), ""]
+    scaling = render_scaling(summary)
+    if scaling is not None:
+        lines += [scaling, ""]
     notes = render_notes(summary)
     if notes:
         lines.append("Notes:")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import trio
 
 from mqttish import __version__
-from mqttish.config import Config, ConfigError, ListenerConfig
+from mqttish.config import ClusterConfig, Config, ConfigError, ListenerConfig
 from mqttish.config_file import LoadedConfig, mosquitto_as_yaml, read_config_file
 from mqttish.core.store import StoreError
 from mqttish.persistence import open_store
@@ -64,6 +64,13 @@ def serve_parser() -> argparse.ArgumentParser:
                              "more ports); with -c: the port of the first listener")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log at debug level, with every packet in and out")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="run N processes sharing the ports, as one cluster (a private "
+                        "redis-server unless cluster.redis is set); see docs/scaling.md")
+    # Set by the --workers supervisor for each worker.
+    parser.add_argument("--cluster-redis", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--node-id", help=argparse.SUPPRESS)
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"mqttish {__version__}")
     return parser
 
@@ -90,14 +97,27 @@ def load(config_path: str | None, ports: Sequence[int] | None) -> LoadedConfig:
         config, listeners=(first, *config.listeners[1:])))
 
 
+def scale_overrides(config: Config, workers: int | None, cluster_redis: str | None,
+                    node_id: str | None) -> Config:
+    """--workers, and what the supervisor tells each worker (its cluster and name)."""
+    if workers is not None:
+        config = dataclasses.replace(config, workers=workers)
+    if cluster_redis is not None:  # a worker: one node of the supervisor's cluster
+        cluster = config.cluster or ClusterConfig(cluster_redis)
+        config = dataclasses.replace(config, workers=1, cluster=dataclasses.replace(
+            cluster, redis=cluster_redis, node_id=node_id))
+    return config
+
+
 def serve_main(argv: Sequence[str]) -> int:
     args = serve_parser().parse_args(argv)
     try:
         loaded = load(args.config, args.port)
+        config = scale_overrides(loaded.config, args.workers, args.cluster_redis,
+                                 args.node_id)
     except ConfigError as exc:
         print(f"mqttish: configuration error: {exc}", file=sys.stderr)
         return 2
-    config = loaded.config
     if args.verbose:
         config = dataclasses.replace(config, log_level="debug", log_packets=True)
     try:
@@ -109,6 +129,10 @@ def serve_main(argv: Sequence[str]) -> int:
         log.info("read %s as a Mosquitto configuration", args.config)
     for notice in loaded.notices:
         log.log(logging.WARNING if notice.level == "warning" else logging.INFO, "%s", notice)
+    if config.workers > 1:
+        from mqttish.cluster.supervisor import supervise
+
+        return supervise(config, _without_workers(argv))
     try:
         store = open_store(config)
     except StoreError as exc:
@@ -116,9 +140,10 @@ def serve_main(argv: Sequence[str]) -> int:
         return 1
     status = 0
     try:
-        failure = trio.run(_serve_until_signalled, Server(config, store=store))
+        failure = trio.run(_serve_until_signalled,
+                           Server(config, store=store, reuse_port=args.reuse_port))
     except* StartupError as group:
-        for error in group.exceptions:
+        for error in _leaves(group):  # (raised inside nurseries: nested groups)
             print(f"mqttish: {error}", file=sys.stderr)
         status = 1
     else:
@@ -126,6 +151,27 @@ def serve_main(argv: Sequence[str]) -> int:
             print(f"mqttish: stopped: the store failed: {failure}", file=sys.stderr)
             status = 1
     return status
+
+
+def _leaves(group: BaseExceptionGroup[StartupError]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return found
+
+
+def _without_workers(argv: Sequence[str]) -> list[str]:
+    """The command line a worker gets: the supervisor's, less --workers."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return kept
 
 
 def convert_main(argv: Sequence[str]) -> int:

@@ -135,6 +135,27 @@ def _origin_problem(origin: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Several mqttish processes acting as one broker through Redis (docs/scaling.md)."""
+
+    redis: str  # redis://host:port/db, rediss://..., or unix:///path/to/redis.sock
+    node_id: str | None = None  # how logs, $SYS and the dashboard name this node; None: host-pid
+    lease: float = 5.0  # seconds: a node that has not renewed its lease for this long is dead
+    prefix: str = "mqttish"  # of every Redis key, so that clusters can share one Redis
+
+    def __post_init__(self) -> None:
+        if not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"redis: expected a redis://, rediss:// or unix:// URL, "
+                              f"got {self.redis!r}")
+        if not 0.5 <= self.lease <= 300:
+            raise ConfigError("lease: must be between 0.5 and 300 seconds")
+        for key in ("node_id", "prefix"):
+            value = getattr(self, key)
+            if value is not None and (not value or any(c in value for c in ": \t\n")):
+                raise ConfigError(f"{key}: must be a non-empty name without ':' or spaces")
+
+
 def default_listeners() -> tuple[ListenerConfig, ...]:
     """MQTT on 1883 and MQTT over WebSocket (with the dashboard) on 8083."""
     return (ListenerConfig(), ListenerConfig(port=8083, protocol="websocket"))
@@ -160,6 +181,10 @@ class Config(BrokerSettings):
     persistence_location: str | None = None  # a directory; None: the current one (as Mosquitto)
     persistence_file: str = "mqttish.db"
     persistence_sync: Literal["normal", "full"] = "normal"  # full: also survive a power loss
+    # Scaling out (docs/scaling.md): nodes of one cluster share Redis; `workers` processes
+    # on this machine share the listening ports (a private redis-server if no cluster).
+    cluster: ClusterConfig | None = None
+    workers: int = 1
     bridges: tuple[BridgeConfig, ...] = ()  # docs/configuration.md, 'Bridges'
 
     def __post_init__(self) -> None:
@@ -194,6 +219,11 @@ class Config(BrokerSettings):
             raise ConfigError("stall_timeout: must be more than 0 and at most 3600 seconds")
         if self.sys_interval < 0:
             raise ConfigError("sys_interval: must be 0 (no $SYS topics) or more seconds")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError("workers: must be between 1 and 256")
+        if self.cluster is not None and self.persistence:
+            raise ConfigError("persistence: a cluster keeps sessions and retained messages in "
+                              "Redis; remove 'persistence' (or 'cluster')")
         if Path(self.persistence_file).name != self.persistence_file or \
                 self.persistence_file in ("", ".", ".."):
             raise ConfigError("persistence_file: must be a file name; its directory goes in "

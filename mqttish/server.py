@@ -17,6 +17,10 @@ connection's task before anything else; `max_connection_rate` refuses sockets
 from an address that connects too often; the `SecurityHook` (passwords, ACLs)
 is installed in the broker when the configuration asks for any of it.
 `reload()` (SIGHUP) reads the password files, ACL files and certificates again.
+
+With `cluster` configured, the server is one node of a cluster
+(mqttish/cluster): its journal goes to Redis with the cluster's own traffic,
+and a CONNECT claims its client id cluster-wide before it is accepted.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mqttish.auth.hook import SecurityFileError, SecurityHook
 from mqttish.auth.throttle import ConnectionRate, LoginThrottle, host_of
 from mqttish.bridge.remote import BridgeTlsError
 from mqttish.bridge.runner import Bridge
+from mqttish.cluster.node import ClusterNode
 from mqttish.config import LOOPBACK, Config, ListenerConfig
 from mqttish.core.broker import Broker
 from mqttish.core.hooks import Hook
@@ -70,12 +75,14 @@ class Server:
     durable: restored at start, journalled as it changes, committed in groups."""
 
     def __init__(self, config: Config, hooks: Sequence[Hook] = (),
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, *, reuse_port: bool = False) -> None:
         self.config = config
         self.hooks = hooks
         self.store = store
+        self.reuse_port = reuse_port  # share the ports with the other workers (--workers)
         self.broker: Broker | None = None  # made by run()
         self.commits: GroupCommit | None = None  # with a store
+        self.cluster: ClusterNode | None = None  # with `cluster` configured
         self.failure: StoreError | None = None  # why the server stopped, if it failed
         self.ports: list[int] = []  # bound ports, in listener order (useful with port 0)
         self.listener_stats: list[ListenerStats] = []  # in listener order
@@ -111,7 +118,8 @@ class Server:
             raise StartupError(str(exc)) from None
         broker = self.broker = await self._make_broker()
         self._set_up_security(broker)
-        bound = [(lc, await open_listeners(config, lc)) for lc in config.listeners]
+        bound = [(lc, await open_listeners(config, lc, self.reuse_port))
+                 for lc in config.listeners]
         self.ports = [listeners[0].socket.getsockname()[1] for _, listeners in bound]
         self.listener_stats = [
             ListenerStats(config.bind_address(lc), port, lc.protocol)
@@ -125,6 +133,11 @@ class Server:
         async with trio.open_nursery() as nursery:
             if self.commits is not None:
                 nursery.start_soon(self.commits.run, self._store_failed)
+            if self.cluster is not None:
+                try:
+                    await nursery.start(self.cluster.run, self._store_failed)
+                except StoreError as exc:
+                    raise StartupError(f"cannot join the cluster: {exc}") from None
             if multiplexer is not None:
                 await nursery.start(multiplexer.run)
             with trio.CancelScope() as accepting:
@@ -157,6 +170,9 @@ class Server:
                     await self._all_closed.wait()
                 if multiplexer is not None:
                     await multiplexer.wait_closed()
+            if self.cluster is not None:
+                with trio.move_on_after(SHUTDOWN_GRACE):
+                    await self.cluster.leave()
             nursery.cancel_scope.cancel()
         if self.commits is not None and self.store is not None:
             await self.commits.flush()  # what was acknowledged before the end
@@ -166,6 +182,11 @@ class Server:
     async def _make_broker(self) -> Broker:
         """The broker, with what the store kept (if any) and a journal for what changes."""
         settings = self.config.broker_settings()
+        if self.config.cluster is not None:  # the cluster's Redis is the store
+            broker = Broker(settings, self.hooks, Journal())
+            self.cluster = ClusterNode(self.config.cluster, broker)
+            self._logins.claim = self.cluster.claim
+            return broker
         if self.store is None:
             return Broker(settings, self.hooks)
         state = await trio.to_thread.run_sync(self.store.load)
@@ -328,6 +349,8 @@ class Server:
     def stats(self, now: float) -> BrokerStats:
         assert self.broker is not None
         stats = self.broker.stats(now, self.started_at)
+        if self.cluster is not None:
+            return dataclasses.replace(stats, cluster=self.cluster.stats())
         if self.commits is None or self.store is None:
             return stats
         return dataclasses.replace(

@@ -18,13 +18,16 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from anyio.from_thread import start_blocking_portal
 
+from mqttish.cluster.redis_server import RedisServer, RedisServerError
 from mqttish.config import Config, ListenerConfig
 from mqttish.core.broker import Broker
 from mqttish.core.hooks import ClientInfo, Hook
 from mqttish.core.store import Store
 from mqttish.server import Server
 from tests import mosquitto
+from tests.unit.store_journals import RedisForStores
 
 TEST_CONFIG = Config(listeners=(ListenerConfig(port=0),), connect_timeout=5.0)
 
@@ -190,3 +193,28 @@ def start_mosquitto(tmp_path: Path) -> Iterator[Callable[..., mosquitto.Mosquitt
     yield start
     for broker in started:
         broker.stop()
+
+
+# ------------------------------------------------------------------ Redis (the cluster)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session, on a Unix socket (tests use key prefixes or
+    databases of their own)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except RedisServerError as exc:
+        missing(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_for_stores(redis_server: RedisServer) -> Iterator[RedisForStores]:
+    """The session's Redis, and an event loop in a thread for the synchronous Store API."""
+    with start_blocking_portal("trio") as portal:
+        yield RedisForStores(redis_server.url, portal)

@@ -7,12 +7,15 @@ address's turn if it failed before (`LoginThrottle`), runs the check in a
 worker thread (`HASH_THREADS` at once: a storm of logins costs bounded CPU
 and memory, and leaves a core to the event loop) and hands the answer back to the core, which sends
 the CONNACK. Only that connection waits; every other one goes on. A connection that
-closed while its check waited for its turn is not checked at all.
+closed while its check waited for its turn is not checked at all. In a
+cluster the CONNECT waits the same way while its client id is claimed
+(mqttish/cluster: the session may have to come from another node).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -30,6 +33,9 @@ class LoginGate:
     def __init__(self, throttle: LoginThrottle | None = None) -> None:
         self.throttle = throttle
         self._threads = trio.CapacityLimiter(HASH_THREADS)
+        # In a cluster: claim a client id (taking its session over from the node that has
+        # it) before the core accepts the CONNECT; False if that did not finish in time.
+        self.claim: Callable[[str, float], Awaitable[bool]] | None = None
 
     async def check(self, connection: Connection, deadline: float) -> None:
         """Decide `connection.pending_connect`, answering by `deadline` at the latest."""
@@ -52,14 +58,21 @@ class LoginGate:
         client = ClientInfo(packet.client_id, packet.username, connection.peer,
                             packet.protocol_level, connection.listener)
         hooks = connection.broker.hooks
-        async with self._threads:
-            if connection.closed:
-                # It left (or hit the connect timeout) while waiting for its turn: a hash
-                # for no one would only delay those behind it, and a burst of CONNECTs
-                # that close at once would cost a core for minutes.
-                return
-            decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client,
-                                                     packet)
+        decision = Decision.DEFER
+        if hooks.blocking_authenticators:
+            async with self._threads:
+                if connection.closed:
+                    # It left (or hit the connect timeout) while waiting for its turn: a
+                    # hash for no one would only delay those behind it, and a burst of
+                    # CONNECTs that close at once would cost a core for minutes.
+                    return
+                decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client,
+                                                         packet)
+        if decision is not Decision.DENY and self.claim is not None and packet.client_id \
+                and not await self.claim(packet.client_id, deadline):
+            connection.close(trio.current_time(), "its session could not be taken over from "
+                             "another node of the cluster in time")
+            return
         if decision is Decision.DENY:
             metrics.logins_failed += 1
             if throttle is not None:

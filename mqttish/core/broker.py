@@ -6,7 +6,9 @@ call in (connect, publish, subscribe, disconnected); the server calls
 wills, and `shutdown(now)` at the end. The broker knows a connection only as
 the `Attached` of its session: `connect` returns what the connection applies
 to itself. With a journal, every durable change is recorded as it happens
-(core/store.py); `restore` rebuilds the state a store committed.
+(core/store.py); `restore` rebuilds the state a store committed. In a
+cluster, a `Remote` (core/remote.py) carries messages to subscribers on other
+nodes, and sessions move between nodes (`release`, `adopt`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mqttish.core.hooks import (
 from mqttish.core.journal import Journal
 from mqttish.core.message import Message
 from mqttish.core.metrics import BrokerStats, Metrics, SharedGroupStats
+from mqttish.core.remote import Remote
 from mqttish.core.retained import RetainedStore
 from mqttish.core.session import NEVER_EXPIRES, Attached, Delivery, Session, Subscription
 from mqttish.core.settings import BrokerSettings
@@ -60,7 +63,7 @@ from mqttish.protocol.packets import (
 )
 from mqttish.protocol.properties import NO_PROPERTIES, Properties
 from mqttish.protocol.reason_codes import ReasonCode
-from mqttish.protocol.topics import has_wildcard, parse_shared, reserved_for_broker
+from mqttish.protocol.topics import has_wildcard, matches, parse_shared, reserved_for_broker
 
 log = logging.getLogger("mqttish.broker")
 
@@ -120,6 +123,9 @@ class Broker:
         # Offline sessions with an expiry or a delayed will: what housekeeping looks at.
         self._waiting: dict[str, Session] = {}
         self.shutting_down = False
+        # The other nodes of a cluster (None: a broker of its own). With one, a CONNECT
+        # waits for the transport to claim its client id cluster-wide first.
+        self.remote: Remote | None = None
 
     # ------------------------------------------------------------------ connect
 
@@ -188,6 +194,8 @@ class Broker:
         self._journal_session(session, now)
         self.metrics.client_connected()
         self.hooks.on_connect(client)
+        if self.remote is not None:
+            self.remote.session_started(client_id, packet.will)
         if session.shared_groups:
             self.member_ready(session, now)
         if self.config.connection_messages:
@@ -280,10 +288,12 @@ class Broker:
         session.release_waiters(now)  # an offline session holds no publisher back
         self.metrics.clients_connected -= 1
         if session.shared_groups:
-            self._redistribute(session, now)
+            self.redistribute(session, now)
         if self.config.connection_messages:
             log.info("client %s disconnected: %s", clip(client.client_id), reason)
         self.hooks.on_disconnect(client, reason)
+        if self.remote is not None:
+            self.remote.session_detached(client.client_id)
         if will is not None and not self.shutting_down:
             delay = will.properties.will_delay_interval or 0
             if delay and session.expiry_interval:
@@ -292,7 +302,7 @@ class Broker:
                 if session.journal is not None:
                     session.journal.emit(WillSaved(session.client_id, will, delay))
             else:
-                self._publish_will(client.client_id, will, now)
+                self.publish_will(client.client_id, will, now)
         if session.expiry_interval == 0:
             self._end_session(session, now)
             return
@@ -327,7 +337,7 @@ class Broker:
         if session.journal is not None:
             session.journal.emit(WillDeleted(session.client_id))
 
-    def _publish_will(self, client_id: str, will: Will, now: float) -> None:
+    def publish_will(self, client_id: str, will: Will, now: float) -> None:
         log.info("publishing will of %s to %s", clip(client_id), clip(will.topic))
         props = will.properties
         expiry = props.message_expiry_interval
@@ -343,7 +353,7 @@ class Broker:
         if session.will is not None:
             will = session.will
             self._forget_will(session)
-            self._publish_will(session.client_id, will, now)
+            self.publish_will(session.client_id, will, now)
         for topic_filter in list(session.subscriptions):
             self.subscriptions.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
@@ -353,6 +363,8 @@ class Broker:
         self._waiting.pop(session.client_id, None)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+            if self.remote is not None:
+                self.remote.session_ended(session.client_id)
         if session.journal is not None:
             session.journal.emit(SessionDeleted(session.client_id))
             session.journal = None
@@ -381,8 +393,37 @@ class Broker:
                     journal.emit(RetainedDeleted(message.topic))
         if self.hooks.publish_observers:
             self.hooks.on_publish(client, message)
-        return self._fan_out(message, self.subscriptions.match(message.topic), 0, now, publisher,
-                             now if since is None else since)
+        elsewhere = 0 if self.remote is None else self.remote.forward(message, now)
+        routed = self._fan_out(message, self.subscriptions.match(message.topic), 0, now,
+                               publisher, now if since is None else since)
+        return routed + elsewhere if elsewhere and type(routed) is int else routed
+
+    def publish_forwarded(self, message: Message, now: float, publisher: Waiter | None = None,
+                          only: frozenset[str] | None = None) -> int | HeldPublish:
+        """Deliver a message another node forwarded to the sessions here that want it: not
+        to shared groups (another node chose a group's member for it: `give_forwarded`),
+        and never on to other nodes. `only`: these client ids alone (the sessions a
+        dead node left here, for the messages that were on their way to it)."""
+        match = self.subscriptions.match(message.topic)
+        if match.groups or only is not None:
+            targets = match.targets if only is None else [
+                target for target in match.targets if target.session.client_id in only]
+            match = Match(targets, [])
+        return self._fan_out(message, match, 0, now, publisher, now)
+
+    def give_forwarded(self, share_name: str, message: Message, now: float, dup: bool,
+                       here: bool = True) -> bool:
+        """Another node chose this node's members of a shared group for `message` (`here`;
+        False: the node it chose died, so any member may have it); False if the group has
+        no member here any more, or its backlog is full (dropped)."""
+        group = self.subscriptions.group(share_name)
+        if group is None or not self._give_to_group(group, message, now, dup, here=here):
+            if group is not None:
+                self._group_dropped(group)
+            else:
+                self.metrics.publish_dropped += 1
+            return False
+        return True
 
     def resume_publish(self, held: HeldPublish, now: float,
                        publisher: Waiter | None) -> int | HeldPublish:
@@ -502,10 +543,16 @@ class Broker:
     # ------------------------------------------------------------------ shared subscriptions
 
     def _give_to_group(self, group: SharedGroup[Subscription], message: Message, now: float,
-                       dup: bool = False) -> bool:
+                       dup: bool = False, here: bool = False) -> bool:
         """Hand a message to one member of a shared group, or to its backlog; False if
-        the backlog is full (the caller holds the publisher or drops it)."""
+        the backlog is full (the caller holds the publisher or drops it). In a cluster,
+        the remote may give it to members on another node instead (`here`: only if no
+        member here can take it)."""
         member = group.pick(message.topic)
+        if self.remote is not None and (not here or member is None) and \
+                self.remote.share_elsewhere(group.share_name, message, dup, member is not None,
+                                            now):
+            return True
         if member is not None and self.hooks.acl_hooks and not self.may_read(
                 member.session, message.topic):
             return True  # security: this member may not read it; nothing to hold for
@@ -550,7 +597,7 @@ class Broker:
             if group.backlog:
                 self._drain_backlog(group, now)
 
-    def _redistribute(self, session: Session, now: float) -> None:
+    def redistribute(self, session: Session, now: float) -> None:
         """A member went away: its unfinished shared messages go to the other members."""
         for group in session.shared_groups:
             taken = session.take_undelivered(group)
@@ -660,7 +707,7 @@ class Broker:
                 will = session.will
                 self._forget_will(session)
                 if will is not None:
-                    self._publish_will(session.client_id, will, now)
+                    self.publish_will(session.client_id, will, now)
             if session.expires_at is not None and session.expires_at <= now:
                 log.info("session %s expired", clip(session.client_id))
                 self.metrics.clients_expired += 1
@@ -678,6 +725,46 @@ class Broker:
             connection = session.connection
             if connection is not None:
                 connection.close(now, "broker shutting down", ReasonCode.SERVER_SHUTTING_DOWN)
+
+    # ------------------------------------------------------------------ cluster
+
+    def release(self, client_id: str, now: float) -> None:
+        """Another node takes this client's session over: close its connection here (as a
+        takeover does) and forget the session, which stays in the store for that node."""
+        session = self.sessions.get(client_id)
+        if session is None:
+            return
+        if session.connection is not None:
+            session.connection.close(now, "session taken over on another node",
+                                     ReasonCode.SESSION_TAKEN_OVER)
+        if self.sessions.get(client_id) is not session:
+            return  # it ended with its connection (not persistent)
+        del self.sessions[client_id]
+        self._waiting.pop(client_id, None)
+        for topic_filter in session.subscriptions:
+            self.subscriptions.remove(client_id, topic_filter)
+        session.shared_groups = ()
+        session.journal = None  # its records are the other node's now
+        session.release_waiters(now)
+
+    def adopt(self, stored: StoredSession, will: Will | None, now: float) -> Session:
+        """Take over a session from the store, offline: one moved here from another node
+        (`will` None), or one a dead node left, whose client was connected there when it
+        died: `will` is then that client's will, published (or delayed) as if it had
+        just lost its connection here."""
+        self._restore_session(stored, now, {})
+        session = self.sessions[stored.client_id]
+        if will is not None:
+            delay = will.properties.will_delay_interval or 0
+            if delay and session.expiry_interval:
+                session.will = will
+                session.will_at = now + delay
+                self._waiting[session.client_id] = session
+                if session.journal is not None:
+                    session.journal.emit(WillSaved(session.client_id, will, delay))
+            else:
+                self.publish_will(session.client_id, will, now)
+        return session
 
     # ------------------------------------------------------------------ restore
 
@@ -711,7 +798,8 @@ class Broker:
                 session.shared_groups += (group,)
         session.restore_deliveries(
             (record.sequence, Delivery(_restored_message(record.message, now, messages),
-                                       record.qos, record.retain, record.subscription_ids),
+                                       record.qos, record.retain, record.subscription_ids,
+                                       _group_of(session, record.message.topic)),
              record.packet_id, record.state)
             for record in stored.deliveries)
         for packet_id in stored.incoming_qos2:
@@ -786,6 +874,21 @@ def _subscription_saved(subscription: Subscription) -> SubscriptionSaved:
         SubscriptionRequest(subscription.topic_filter, subscription.qos, subscription.no_local,
                             subscription.retain_as_published, subscription.retain_handling),
         subscription.identifier)
+
+
+def _group_of(session: Session, topic: str) -> SharedGroup[Subscription] | None:
+    """The shared group a restored delivery on `topic` came from, as far as the session's
+    subscriptions tell (the store does not say): one of its groups whose filter matches,
+    unless one of its own subscriptions matches too."""
+    if not session.shared_groups:
+        return None
+    for topic_filter in session.subscriptions:
+        if not topic_filter.startswith("$share/") and matches(topic_filter, topic):
+            return None
+    for group in session.shared_groups:
+        if matches(group.topic_filter, topic):
+            return group
+    return None
 
 
 def _restored_message(record: StoredMessage, now: float, messages: dict[int, Message]

@@ -691,8 +691,12 @@ class Connection:
             self.outgoing_aliases = AliasesOut(props.topic_alias_maximum)
         if self.identity is not None:
             packet = replace(packet, username=self.identity, password=None)
-        if self.broker.hooks.blocking_authenticators:
-            self.pending_connect = packet  # the transport calls credentials_checked()
+        if self.broker.hooks.blocking_authenticators or (
+                self.broker.remote is not None and packet.client_id):
+            # The transport checks the credentials off the loop, or claims the client id
+            # in the cluster (its session may be on another node), then calls
+            # credentials_checked().
+            self.pending_connect = packet
             return
         self._connect(packet, now, Decision.DEFER)
 

@@ -8,7 +8,7 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -105,18 +105,11 @@ class HookChain:
 
     def authenticate_blocking(self, client: ClientInfo, connect: Connect) -> Decision:
         """Run in a worker thread by the transport (see `Hook.authenticate_blocking`)."""
-        for hook in self.blocking_authenticators:
-            decision = hook.authenticate_blocking(client, connect)
-            if decision is not Decision.DEFER:
-                return decision
-        return Decision.DEFER
+        return _first_answer(hook.authenticate_blocking(client, connect)
+                             for hook in self.blocking_authenticators)
 
     def authenticate(self, client: ClientInfo, connect: Connect) -> Decision:
-        for hook in self.hooks:
-            decision = hook.authenticate(client, connect)
-            if decision is not Decision.DEFER:
-                return decision
-        return Decision.DEFER
+        return _first_answer(hook.authenticate(client, connect) for hook in self.hooks)
 
     def allowed(self, client: ClientInfo, topic: str, access: Access) -> bool:
         """True unless a hook denies; with no ACL hooks this costs one truth test."""
@@ -127,11 +120,7 @@ class HookChain:
         return self.decide(client, topic, access) is Decision.ALLOW
 
     def decide(self, client: ClientInfo, topic: str, access: Access) -> Decision:
-        for hook in self.acl_hooks:
-            decision = hook.check_acl(client, topic, access)
-            if decision is not Decision.DEFER:
-                return decision
-        return Decision.DEFER
+        return _first_answer(hook.check_acl(client, topic, access) for hook in self.acl_hooks)
 
     def on_connect(self, client: ClientInfo) -> None:
         for hook in self.hooks:
@@ -148,3 +137,10 @@ class HookChain:
     def on_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> None:
         for hook in self.hooks:
             hook.on_subscribe(client, topic_filter, qos)
+
+
+def _first_answer(decisions: Iterable[Decision]) -> Decision:
+    """The first decision that is not DEFER: hooks are asked in order, and no further
+    once one has answered."""
+    return next((decision for decision in decisions if decision is not Decision.DEFER),
+                Decision.DEFER)

@@ -65,6 +65,14 @@ class Journal:
                                    message.remaining_time(now)))
         return store_id
 
+    def note(self) -> None:
+        """Something that is not a store record must be committed with the changes made
+        so far (a message forwarded to another node of a cluster): the position moves,
+        so that a reply made from now on waits for the commit that carries it."""
+        self.position += 1
+        if not self.changes:
+            self.on_change()
+
     def wait(self, waiter: CommitWaiter) -> None:
         """Notify `waiter` at the next commit."""
         self.waiters.append(waiter)

@@ -83,6 +83,35 @@ class PersistenceFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeFigures:
+    """One node of a cluster, as it last reported itself (every lease / 3 seconds)."""
+
+    node_id: str
+    member: str  # node id and the token of this run
+    clients: int  # connected now
+    sessions: int
+    publish_received: int
+    publish_sent: int
+    load: float  # its machine's 1-minute load average
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterFigures:
+    """This node's part in a cluster (the server fills these in)."""
+
+    member: str
+    nodes: tuple[NodeFigures, ...]  # every live node, this one first
+    routes: int  # route table entries of the other nodes known here
+    forwarded: int  # messages sent to other nodes
+    received: int  # messages other nodes sent here
+    batches_sent: int
+    batches_received: int
+    commits: int
+    takeovers: int  # sessions taken over from another node
+    adoptions: int  # dead nodes whose sessions and wills this node took over
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerStats:
     """Everything $SYS and /metrics report, read at one instant."""
 
@@ -114,3 +143,4 @@ class BrokerStats:
     store_bytes: int  # their payload bytes
     shared_groups: tuple[SharedGroupStats, ...] = ()
     persistence: PersistenceFigures | None = None  # None: nothing is stored
+    cluster: ClusterFigures | None = None  # None: not a node of a cluster

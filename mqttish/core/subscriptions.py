@@ -9,9 +9,16 @@ topic's depth, not with the number of subscriptions. Topics that start with
 A match is aggregated per session (overlapping subscriptions deliver once, at
 the highest QoS, with every subscription identifier) and cached per topic;
 any change to the tree clears the cache.
+
+In a cluster, `on_route(filter, present)` is told when a filter gets its first
+subscriber here or loses its last one (for a shared subscription, the
+`$share/<group>/<filter>` it was made with): the node's entries in the
+cluster's route table.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from mqttish.core.session import Session, Subscription
 from mqttish.core.shared import SharedGroup, Strategy
@@ -74,6 +81,7 @@ class SubscriptionTree:
         self._root = _Node()
         self._cache: BoundedCache[str, Match] = BoundedCache(MATCH_CACHE_BYTES, MAX_CACHED_MATCH)
         self.count = 0
+        self.on_route: Callable[[str, bool], None] | None = None  # cluster routes (see above)
 
     def add(self, subscription: Subscription) -> SharedGroup[Subscription] | None:
         """Add or replace a subscription; return its group if it is a shared one."""
@@ -94,7 +102,10 @@ class SubscriptionTree:
             members = group.members
         else:
             members = node.subscribers
-        self.count += subscription.client_id not in members
+        new = subscription.client_id not in members
+        self.count += new
+        if new and not members and self.on_route is not None:
+            self.on_route(subscription.topic_filter, True)
         members[subscription.client_id] = subscription
         self._cache.clear()
         return group
@@ -116,8 +127,13 @@ class SubscriptionTree:
                 return False
             if not group.members:
                 del node.groups[shared.group]
+            gone = not group.members
         elif node.subscribers.pop(client_id, None) is None:
             return False
+        else:
+            gone = not node.subscribers
+        if gone and self.on_route is not None:
+            self.on_route(subscribed_filter, False)
         self.count -= 1
         self._cache.clear()
         levels = topic_filter.split("/")
@@ -126,6 +142,19 @@ class SubscriptionTree:
                 break
             del path[depth - 1].children[levels[depth - 1]]
         return True
+
+    def group(self, share_name: str) -> SharedGroup[Subscription] | None:
+        """The shared group of `$share/<group>/<filter>`, if it has members here."""
+        shared = parse_shared(share_name)
+        if shared is None:
+            return None
+        node = self._root
+        for level in shared.topic_filter.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                return None
+            node = child
+        return node.groups.get(shared.group)
 
     def groups(self) -> list[SharedGroup[Subscription]]:
         """Every shared subscription group, for metrics."""

@@ -128,6 +128,22 @@ class SysTree:
             values["persistence/commit/batch"] = str(store.last_batch)
             average = store.latency_sum / store.commits if store.commits else 0.0
             values["persistence/commit/latency"] = f"{average * 1000:.3f} ms"
+        cluster = stats.cluster
+        if cluster is not None:  # this node's figures above, the cluster's here
+            values["cluster/node"] = cluster.member
+            values["cluster/nodes/count"] = str(len(cluster.nodes))
+            values["cluster/clients/connected"] = str(sum(n.clients for n in cluster.nodes))
+            values["cluster/sessions"] = str(sum(n.sessions for n in cluster.nodes))
+            values["cluster/routes"] = str(cluster.routes)
+            values["cluster/messages/forwarded"] = str(cluster.forwarded)
+            values["cluster/messages/received"] = str(cluster.received)
+            values["cluster/takeovers"] = str(cluster.takeovers)
+            values["cluster/adoptions"] = str(cluster.adoptions)
+            values["cluster/nodes"] = json.dumps({
+                node.member: {"node_id": node.node_id, "clients": node.clients,
+                              "sessions": node.sessions, "received": node.publish_received,
+                              "sent": node.publish_sent, "load": round(node.load, 2)}
+                for node in cluster.nodes}, sort_keys=True)
         return {PREFIX + topic: value.encode() for topic, value in values.items()}
 
     def _update_loads(self, stats: BrokerStats, now: float) -> None:

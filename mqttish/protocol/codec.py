@@ -59,6 +59,7 @@ from mqttish.protocol.wire import (
     decode_binary,
     decode_string,
     decode_uint16,
+    decode_varint,
     encode_binary,
     encode_string,
     encode_varint,
@@ -415,6 +416,19 @@ def _decode_publish(data: bytes, pos: int, end: int, flags: int, version: int) -
     if not topic and properties.topic_alias is None:
         validate_topic_name(topic)
     return Publish(topic, data[pos:end], qos, bool(flags & 1), dup, packet_id, properties)
+
+
+def decode_publish_frame(data: bytes, pos: int, version: int) -> tuple[Publish, int]:
+    """The whole PUBLISH packet at `pos`, and where it ends: the nodes of a cluster pass
+    messages to each other as the packets they become."""
+    first = data[pos]
+    if first >> 4 != 3:
+        raise malformed("expected a PUBLISH packet")
+    length, start = decode_varint(data, pos + 1, len(data))
+    end = start + length
+    if end > len(data):
+        raise malformed("[MQTT-2.1.4] PUBLISH overruns its frame")
+    return _decode_publish(data, start, end, first & 0x0F, version), end
 
 
 _Ack = TypeVar("_Ack", PubAck, PubRec, PubRel, PubComp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -34,9 +35,14 @@ def peer_name(stream: trio.abc.Stream) -> str:
     return f"{host}:{port}"
 
 
-async def open_listeners(config: Config, listener: ListenerConfig) -> list[trio.SocketListener]:
+async def open_listeners(config: Config, listener: ListenerConfig, reuse_port: bool = False
+                         ) -> list[trio.SocketListener]:
+    """The listening sockets of one listener; with `reuse_port`, shared with other processes
+    that listen on the same port (SO_REUSEPORT: the kernel spreads connections among them)."""
     host = config.bind_address(listener)
     try:
+        if reuse_port:
+            return await _reuse_port_listeners(host, listener.port)
         return await trio.open_tcp_listeners(listener.port, host=host, backlog=4096)
     except OSError as exc:
         reason = {
@@ -45,6 +51,25 @@ async def open_listeners(config: Config, listener: ListenerConfig) -> list[trio.
             errno.EADDRNOTAVAIL: "address not available",
         }.get(exc.errno or 0, exc.strerror or str(exc))
         raise StartupError(f"cannot listen on {host}:{listener.port}: {reason}") from None
+
+
+async def _reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    listeners = []
+    for family, kind, proto, _, address in await trio.socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(4096)
+        except OSError:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 ACCEPT_RETRY = 0.1  # seconds to wait when accept() fails for lack of resources

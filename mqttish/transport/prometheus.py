@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import (
 
 from mqttish import __version__
 from mqttish.bridge.runner import BridgeFigures
-from mqttish.core.metrics import BrokerStats, PersistenceFigures
+from mqttish.core.metrics import BrokerStats, ClusterFigures, PersistenceFigures
 from mqttish.transport.listeners import ListenerStats
 
 
@@ -106,6 +106,8 @@ class BrokerCollector:
         if stats.persistence is not None:
             yield from _persistence_metrics(stats.persistence)
         yield from _bridge_metrics(scrape.bridges)
+        if stats.cluster is not None:
+            yield from _cluster_metrics(stats.cluster)
 
 
 def _listener_metrics(scrape: Scrape) -> Iterable[Metric]:
@@ -210,6 +212,42 @@ def _persistence_metrics(store: PersistenceFigures) -> Iterable[Metric]:
         buckets.append((bound, cumulative))
     yield HistogramMetricFamily("mqttish_store_commit_seconds", "Time one group commit takes",
                                 buckets=buckets, sum_value=store.latency_sum)
+
+
+def _cluster_metrics(cluster: ClusterFigures) -> Iterable[Metric]:
+    yield GaugeMetricFamily("mqttish_cluster_nodes", "Live nodes of the cluster",
+                            value=len(cluster.nodes))
+    yield GaugeMetricFamily("mqttish_cluster_routes",
+                            "Route table entries of the other nodes, as known here",
+                            value=cluster.routes)
+    for name, documentation, value in (
+            ("mqttish_cluster_forwarded_messages", "Messages sent to other nodes",
+             cluster.forwarded),
+            ("mqttish_cluster_received_messages", "Messages other nodes sent here",
+             cluster.received),
+            ("mqttish_cluster_batches_sent", "Inbox entries written for other nodes",
+             cluster.batches_sent),
+            ("mqttish_cluster_batches_received", "Inbox entries delivered here",
+             cluster.batches_received),
+            ("mqttish_cluster_commits", "Commits to Redis (journal and cluster traffic)",
+             cluster.commits),
+            ("mqttish_cluster_takeovers", "Sessions taken over from another node",
+             cluster.takeovers),
+            ("mqttish_cluster_adoptions", "Dead nodes adopted by this one", cluster.adoptions)):
+        yield CounterMetricFamily(name, documentation, value=value)
+    labels = ["node", "member"]
+    clients = GaugeMetricFamily("mqttish_cluster_node_clients",
+                                "Clients connected to each node", labels=labels)
+    sessions = GaugeMetricFamily("mqttish_cluster_node_sessions", "Sessions on each node",
+                                 labels=labels)
+    load = GaugeMetricFamily("mqttish_cluster_node_load",
+                             "One-minute load average of each node's machine", labels=labels)
+    for node in cluster.nodes:
+        values = [node.node_id, node.member]
+        clients.add_metric(values, node.clients)
+        sessions.add_metric(values, node.sessions)
+        load.add_metric(values, node.load)
+    yield from (clients, sessions, load)
 
 
 class MetricsExporter:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
+from anyio.from_thread import BlockingPortal
 from hypothesis import strategies as st
 
+from mqttish.cluster.store import RedisStore
 from mqttish.core.store import (
     Change,
     DeliveryDeleted,
@@ -33,6 +37,15 @@ from mqttish.protocol.packets import RetainHandling, SubscriptionRequest, Will
 from tests.unit.strategies import properties
 
 START = 1_700_000_000.0  # a wall-clock time
+_prefixes = itertools.count()
+
+
+@dataclass(frozen=True)
+class RedisForStores:
+    """A running redis-server and a portal to an event loop that talks to it."""
+
+    url: str
+    portal: BlockingPortal
 
 
 class Clock:
@@ -49,21 +62,32 @@ class Clock:
 
 
 class StoreUnderTest:
-    """A store of one kind, and its restart: a SQLite store is closed and opened again."""
+    """A store of one kind, and its restart: a SQLite or Redis store is closed and opened
+    again. A Redis store needs `redis`: a server and a portal to an event loop, and gets a
+    key prefix of its own."""
 
-    def __init__(self, kind: str, path: Path, clock: Clock) -> None:
+    def __init__(self, kind: str, path: Path, clock: Clock,
+                 redis: RedisForStores | None = None) -> None:
         self.kind = kind
         self.path = path
         self.clock = clock
+        self.redis = redis
+        self.prefix = f"t{next(_prefixes)}"
         self.store: Store = self._open()
 
     def _open(self) -> Store:
         if self.kind == "sqlite":
             return SqliteStore(self.path, clock=self.clock)
+        if self.kind == "redis":
+            assert self.redis is not None
+            store = RedisStore(None, self.prefix, "m", clock=self.clock,
+                               portal=self.redis.portal)
+            store.open(self.redis.url)
+            return store
         return MemoryStore(self.clock)
 
     def restart(self) -> Store:
-        if self.kind == "sqlite":
+        if self.kind in ("sqlite", "redis"):
             self.store.close()
             self.store = self._open()
         return self.store

@@ -6,6 +6,7 @@ opened again) and checks what `load` gives back.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,12 @@ from mqttish.protocol.properties import Properties
 from tests.unit.store_journals import Clock, StoreUnderTest
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def under_test(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
-    return StoreUnderTest(request.param, tmp_path / "mqttish.db", Clock())
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def under_test(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+    redis = request.getfixturevalue("redis_for_stores") if request.param == "redis" else None
+    store = StoreUnderTest(request.param, tmp_path / "mqttish.db", Clock(), redis)
+    yield store
+    store.store.close()
 
 
 def session(client_id: str = "s", expiry: int = 3600, connected: bool = False,

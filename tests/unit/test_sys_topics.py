@@ -11,8 +11,9 @@ import pytest
 from mqttish.config import Config
 from mqttish.core.broker import Broker
 from mqttish.core.message import Message
-from mqttish.core.metrics import BrokerStats, SharedGroupStats
+from mqttish.core.metrics import BrokerStats, ClusterFigures, NodeFigures, SharedGroupStats
 from mqttish.core.sys_topics import SysTree
+from mqttish.transport.prometheus import MetricsExporter, Scrape
 from tests.unit.peer import Peer
 
 ZERO = BrokerStats(
@@ -111,3 +112,20 @@ def test_a_killed_members_session_is_no_connected_member() -> None:
     workers[0].drop()
     [group] = broker.stats(now=1.0, started_at=0.0).shared_groups
     assert (group.members, group.sessions) == (2, 3)
+
+
+def test_a_cluster_node_reports_the_cluster_too() -> None:
+    nodes = (NodeFigures("n1", "n1.a", 3, 4, 10, 20, 0.5),
+             NodeFigures("n2", "n2.b", 5, 6, 30, 40, 1.25))
+    stats = dataclasses.replace(ZERO, cluster=ClusterFigures("n1.a", nodes, 7, 100, 200, 10,
+                                                            20, 30, 1, 2))
+    values = dict(SysTree("1.0").update(stats, 0.0))
+    assert values["$SYS/broker/cluster/nodes/count"] == b"2"
+    assert values["$SYS/broker/cluster/clients/connected"] == b"8"
+    assert values["$SYS/broker/cluster/messages/forwarded"] == b"100"
+    assert json.loads(values["$SYS/broker/cluster/nodes"])["n2.b"] == {
+        "node_id": "n2", "clients": 5, "sessions": 6, "received": 30, "sent": 40, "load": 1.25}
+    exported = MetricsExporter(lambda: Scrape(stats, ())).render()[0].decode()
+    assert "mqttish_cluster_nodes 2.0" in exported
+    assert 'mqttish_cluster_node_clients{member="n2.b",node="n2"} 5.0' in exported
+    assert "mqttish_cluster_forwarded_messages_total 100.0" in exported

@@ -160,6 +160,38 @@
     if (Number.isFinite(uptime)) $("uptime").textContent = `up ${formatDuration(uptime)}`;
   }
 
+  /** The nodes of a cluster, from $SYS/broker/cluster/nodes (absent on a single broker). */
+  function renderNodes() {
+    const raw = sys.get("cluster/nodes");
+    if (raw === undefined) return;
+    let nodes;
+    try {
+      nodes = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    const here = sys.get("cluster/node");
+    const body = $("nodes").querySelector("tbody");
+    body.replaceChildren();
+    const members = Object.keys(nodes).sort();
+    for (const member of members) {
+      const node = nodes[member];
+      const row = document.createElement("tr");
+      row.dataset.member = member;
+      if (member === here) row.classList.add("here");
+      for (const value of [node.node_id + (member === here ? " (this node)" : ""),
+        formatNumber(node.clients), formatNumber(node.sessions), formatNumber(node.received),
+        formatNumber(node.sent), Number(node.load).toFixed(2)]) {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        row.appendChild(cell);
+      }
+      body.appendChild(row);
+    }
+    $("node-count").textContent = String(members.length);
+    $("nodes-panel").hidden = false;
+  }
+
   // ------------------------------------------------------------------ bridges
 
   // $SYS/broker/connection/<name>/state (1 up, 0 down) and the figures mqttish's own
@@ -637,7 +669,7 @@
     setupPublish();
     setInterval(() => {
       flushTree();
-      if (sysDirty) { renderCards(); renderBridges(); sysDirty = false; }
+      if (sysDirty) { renderCards(); renderBridges(); renderNodes(); sysDirty = false; }
     }, FLUSH_MS);
     setInterval(flushChart, 250);
     connect();
