@@ -283,7 +283,7 @@ def _at_least(metric: Metric, floor: float) -> Callable[[Summary], Verdict]:
         value = summary.median(metric, "mqttish")
         if value is None:
             return Verdict(None, "no data")
-        shown = f"{_fmt(value, metric.digits)} {metric.unit}"
+        shown = f"{_fmt(value, metric.digits)} {metric.unit}".rstrip()
         if value >= floor:
             return Verdict(True, shown)
         return Verdict(False, f"{shown}, {floor / value if value else math.inf:.1f}x short")
