@@ -1,56 +1,88 @@
-"""Write a secured mqttish configuration for measuring what authorisation costs.
+"""The password and ACL files of the auth scenarios (issue #15), made once per harness run.
 
-    python -m bench.auth_files DIR
-    make bench ARGS="--scenario fan-in-qos0 --scenario fan-out-qos0 --broker mqttish \
-        --mqttish-config DIR/mqttish-auth.yaml --no-docs"
+Both brokers read the same files: Mosquitto's formats are mqttish's too.
 
-The configuration is the one the harness gives mqttish in the windowed
-scenarios (`Mqttish.config_text`) plus a password file of 10,000
-users ($7$ hashes with Mosquitto 2.0's 101 iterations) and an ACL file of
-1,000 rules: 900 for other users and 100 patterns that every client's checks
-go through. The benchmark's clients connect anonymously (allowed), so every
-delivery is checked against the anonymous rules and the patterns: the
-fan-out path with an ACL, compared with the same scenario without one.
+- Password file: `users` users. `bench` (the benchmark's own clients, password
+  `BENCH_PASSWORD`) and `user0`, `user1`, ... with passwords `pw0`, `pw1`, ...
+  The plain file is hashed in bulk by `mosquitto_passwd -U`: `$7$` hashes
+  (PBKDF2-SHA512, 101 iterations, Mosquitto 2.0's format). The argon2id file
+  (`mqttish passwd`'s default, for login-storm-argon2id) has the same users;
+  hashing 10,000 passwords with argon2id would take half an hour here, so the
+  `userN` share one hash (of a password nobody sends): checking a wrong
+  password costs the same either way, and that is what the storm measures.
+- ACL file: `acl_rules` rules. `bench` may read and write `bench/#`; then one
+  `topic readwrite fleet/N/#` rule each for as many `userN` as it takes; then a
+  tenth of the rules as patterns (`pattern read devices/%u/N/#`), which every
+  client's checks go through, the benchmark's included.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
-import sys
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.brokers import Mqttish
-from bench.scenarios import WINDOWED_SETTINGS
+from mqttish.auth.passwords import hash_password
 
-USERS = 10_000
-USER_RULES = 900
-PATTERNS = 100
-
-
-def _hash(password: str) -> str:
-    salt = os.urandom(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
-    return f"$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench-secret"
+MOSQUITTO_PASSWD = "mosquitto_passwd"
 
 
-def write(directory: Path) -> Path:
+class AuthFilesError(Exception):
+    """The files could not be made (mosquitto_passwd missing or failing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFiles:
+    pbkdf2_passwords: Path  # $7$, made by mosquitto_passwd
+    argon2id_passwords: Path
+    acl: Path
+
+
+def user_names(users: int) -> list[str]:
+    """Every user in the password file, `bench` first."""
+    return [BENCH_USER, *(f"user{n}" for n in range(users - 1))]
+
+
+def make(directory: Path, users: int, acl_rules: int) -> AuthFiles:
+    """The files for these sizes in `directory` (made if missing, else reused)."""
+    directory = directory / f"auth-{users}-users-{acl_rules}-rules"
+    files = AuthFiles(directory / "passwd-pbkdf2", directory / "passwd-argon2id",
+                      directory / "acl")
+    if all(path.exists() for path in (files.pbkdf2_passwords, files.argon2id_passwords,
+                                      files.acl)):
+        return files
     directory.mkdir(parents=True, exist_ok=True)
-    passwd = directory / "passwd"
-    passwd.write_text("".join(f"user{n}:{_hash(f'pw{n}')}\n" for n in range(USERS)))
-    lines = ["topic readwrite bench/#"]  # the benchmark's anonymous clients
-    for n in range(USER_RULES):
+    names = user_names(users)
+    _write_pbkdf2(files.pbkdf2_passwords, names)
+    shared = hash_password("nobody sends this one")
+    lines = [f"{BENCH_USER}:{hash_password(BENCH_PASSWORD)}"]
+    lines += [f"{name}:{shared}" for name in names[1:]]
+    files.argon2id_passwords.write_text("\n".join(lines) + "\n")
+    files.acl.write_text(acl_text(users, acl_rules))
+    return files
+
+
+def _write_pbkdf2(path: Path, names: list[str]) -> None:
+    if shutil.which(MOSQUITTO_PASSWD) is None:
+        raise AuthFilesError(f"{MOSQUITTO_PASSWD} not found: apt-get install mosquitto")
+    plain = path.with_suffix(".tmp")
+    plain.write_text(f"{BENCH_USER}:{BENCH_PASSWORD}\n"
+                     + "".join(f"{name}:pw{name[4:]}\n" for name in names[1:]))
+    result = subprocess.run([MOSQUITTO_PASSWD, "-U", str(plain)], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        raise AuthFilesError(f"{MOSQUITTO_PASSWD} -U failed: {result.stderr.strip()}")
+    plain.rename(path)
+
+
+def acl_text(users: int, rules: int) -> str:
+    patterns = rules // 10
+    user_rules = min(rules - patterns - 1, users - 1)
+    lines = [f"user {BENCH_USER}", "topic readwrite bench/#"]
+    for n in range(user_rules):
         lines += [f"user user{n}", f"topic readwrite fleet/{n}/#"]
-    lines += [f"pattern read devices/%u/{n}/#" for n in range(PATTERNS)]
-    acl = directory / "acl"
-    acl.write_text("\n".join(lines) + "\n")
-    config = directory / "mqttish-auth.yaml"
-    base = Mqttish().config_text(1883, WINDOWED_SETTINGS)  # the harness passes -p PORT
-    config.write_text(f"{base}\nallow_anonymous: true\npassword_file: {passwd}\n"
-                      f"acl_file: {acl}\nmax_subscriptions_per_client: 0\n")
-    return config
-
-
-if __name__ == "__main__":
-    print(write(Path(sys.argv[1] if len(sys.argv) > 1 else "bench-auth")))
+    lines += [f"pattern read devices/%u/{n}/#" for n in range(patterns)]
+    return "\n".join(lines) + "\n"

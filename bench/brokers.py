@@ -175,6 +175,13 @@ class BrokerKind(ABC):
 
     def start(self, port: int, workdir: Path, pinning: Pinning,
               settings: BrokerSettings) -> RunningBroker:
+        broker = self.launch(port, workdir, pinning, settings)
+        broker.wait_ready()
+        return broker
+
+    def launch(self, port: int, workdir: Path, pinning: Pinning,
+               settings: BrokerSettings) -> RunningBroker:
+        """The broker's process, started; not necessarily accepting clients yet."""
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / f"{self.name}-{port}.log"
         with log_path.open("wb") as log:
@@ -184,9 +191,7 @@ class BrokerKind(ABC):
                 preexec_fn=_raise_limits, start_new_session=True, cwd=self.directory(),
                 env=self.environment(),
             )
-        broker = RunningBroker(self.name, process, port, log_path)
-        broker.wait_ready()
-        return broker
+        return RunningBroker(self.name, process, port, log_path)
 
 
 class Mqttish(BrokerKind):
@@ -236,8 +241,11 @@ class Mqttish(BrokerKind):
 
     def config_text(self, port: int, settings: BrokerSettings) -> str:
         """The YAML configuration the harness gives mqttish for one scenario."""
-        lines = ["# written by bench/brokers.py", "listeners:", f"  - port: {port}",
-                 "log_level: warning"]
+        lines = ["# written by bench/brokers.py", "listeners:", f"  - port: {port}"]
+        if settings.metrics_port is not None:
+            lines += [f"  - port: {settings.metrics_port}", "    protocol: websocket",
+                      "    dashboard: false"]
+        lines.append("log_level: warning")
         if settings.max_inflight is not None:
             lines.append(f"max_inflight_messages: {settings.max_inflight}")
         if settings.max_queued is not None:
@@ -247,6 +255,12 @@ class Mqttish(BrokerKind):
         key = self.stall_timeout_key
         if settings.stall_timeout is not None and key and self._has_config_key(key):
             lines.append(f"{key}: {settings.stall_timeout:g}")
+        if settings.password_file is not None:
+            lines.append(f"password_file: {settings.password_file}")
+        if settings.acl_file is not None:
+            lines.append(f"acl_file: {settings.acl_file}")
+        if settings.store is not None:
+            lines += ["persistence: true", f"persistence_location: {settings.store}"]
         return "\n".join(lines) + "\n"
 
     def _has_config_key(self, key: str) -> bool:
@@ -278,9 +292,18 @@ class Mosquitto(BrokerKind):
     def command(self, port: int, workdir: Path, settings: BrokerSettings) -> list[str]:
         config = workdir / f"mosquitto-{port}.conf"
         lines = ["# written by bench/brokers.py for one run", f"listener {port} 127.0.0.1",
-                 "max_connections -1", "allow_anonymous true", "persistence false",
-                 "set_tcp_nodelay true", "log_dest stderr", "log_type error",
-                 "log_type warning", "connection_messages false"]
+                 "max_connections -1", "set_tcp_nodelay true", "log_dest stderr",
+                 "log_type error", "log_type warning", "connection_messages false"]
+        if settings.password_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += [f"password_file {settings.password_file}", "allow_anonymous false"]
+        if settings.acl_file is not None:
+            lines.append(f"acl_file {settings.acl_file}")
+        if settings.store is None:
+            lines.append("persistence false")
+        else:
+            lines += ["persistence true", f"persistence_location {settings.store}/"]
         if settings.max_inflight is not None:
             lines.append(f"max_inflight_messages {settings.max_inflight}")
         if settings.max_queued is not None:

@@ -19,6 +19,7 @@ import argparse
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import selectors
@@ -30,9 +31,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import profile, report
+from bench import profile, report, restart, run_setup
+from bench.auth_files import AuthFilesError
 from bench.brokers import BROKERS, ROOT, BrokerError, BrokerKind, Mqttish, Pinning, free_port
-from bench.scenarios import DESCRIPTIONS, SCENARIOS, Params, params_for, settings_for
+from bench.scenarios import (
+    DESCRIPTIONS,
+    SCENARIOS,
+    BrokerSettings,
+    Params,
+    params_for,
+    runs_on,
+    settings_for,
+)
 
 DOCS = ROOT / "docs" / "performance.md"
 DEFAULT_RESULTS = ROOT / "bench" / "results"
@@ -72,6 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="rewrite the results section of docs/performance.md (default: "
                       "only for a full run of every scenario on every broker)")
     docs.add_argument("--no-docs", dest="docs", action="store_false")
+    docs.add_argument("--docs-section", metavar="NAME",
+                      help="write the table between the `bench:NAME` markers of "
+                      "docs/performance.md instead (for the runs of a subset, e.g. `auth`)")
     args = parser.parse_args(argv)
     if args.broker is None:
         args.broker = ["mqttish"] if args.smoke else list(BROKERS)
@@ -79,7 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.scenario = [name for name in SCENARIOS if name in (args.scenario or SCENARIOS)]
     if args.runs is None:
         args.runs = 1 if args.smoke or args.profile else 3
-    if args.docs is None:
+    if args.docs_section:
+        args.docs = False
+    elif args.docs is None:
         args.docs = (not args.smoke and not args.profile and not args.param
                      and args.mqttish_config is None and len(args.scenario) == len(SCENARIOS)
                      and len(args.broker) == len(BROKERS))
@@ -102,7 +117,8 @@ class Harness:
             kind.prepare()
         plan = [(run, scenario, kind) for run in range(1, self.args.runs + 1)
                 for scenario in self.args.scenario for kind in kinds
-                if kind.scenarios is None or scenario in kind.scenarios]
+                if runs_on(scenario, kind.name)
+                and (kind.scenarios is None or scenario in kind.scenarios)]
         results = []
         for index, (run, scenario, kind) in enumerate(plan, 1):
             started = time.monotonic()
@@ -116,12 +132,27 @@ class Harness:
     def run_one(self, kind: BrokerKind, scenario: str, run: int) -> report.RunResult:
         outcome: report.RunResult = {"broker": kind.name, "scenario": scenario, "run": run}
         port = free_port()
-        settings = settings_for(scenario, self.params)
+        settings = run_setup.prepare(scenario, kind.name, settings_for(scenario, self.params),
+                                     self.params, self.results_dir, port)
+        try:
+            if scenario == "restart":  # the harness stops and starts the broker itself
+                outcome.update(restart.run(kind, port, self.logs, self.pinning, settings,
+                                           self.params))
+            else:
+                self._run_generator(outcome, kind, port, settings)
+        finally:
+            run_setup.finish(settings)
+        return outcome
+
+    def _run_generator(self, outcome: report.RunResult, kind: BrokerKind, port: int,
+                       settings: BrokerSettings) -> None:
+        """A fresh broker, the load generator against it, its result into `outcome`."""
+        scenario, run = outcome["scenario"], outcome["run"]
         try:
             broker = kind.start(port, self.logs, self.pinning, settings)
         except BrokerError as exc:
             outcome["error"] = f"broker did not start: {exc}"
-            return outcome
+            return
         profiling = self.args.profile and kind.name == "mqttish"
         tag = f"{self.stamp}-{scenario}-{kind.name}-{run}"
         command = [*self.pinning.load_prefix(), sys.executable, "-m", "bench.loadgen",
@@ -131,6 +162,8 @@ class Harness:
         if kind.dropped_topic is not None and settings.sys_interval is not None:
             command += ["--dropped-topic", kind.dropped_topic,
                         "--sys-interval", str(kind.sys_interval(settings.sys_interval))]
+        if settings.metrics_port is not None:
+            command += ["--metrics-port", str(settings.metrics_port)]
         if self.args.smoke:
             command.append("--smoke")
         for item in self.args.param:
@@ -179,7 +212,6 @@ class Harness:
             top, svg = profile.summarise(raw_profile, title)
             outcome["profile"] = {"top": str(top), "flamegraph": str(svg)}
             print(f"profile: {top}\n         {svg}", file=sys.stderr)
-        return outcome
 
     def header(self) -> list[str]:
         command = os.environ.get("BENCH_COMMAND") or "python -m bench " + " ".join(
@@ -272,6 +304,18 @@ def _one_line(outcome: report.RunResult) -> str:
     elif scenario == "overload-qos0":
         text = (f"{result['rate']:,.0f}/s delivered of {result['sent_rate']:,.0f}/s sent, "
                 f"lost {result['loss_pct']:.0f}%, p50 {result['p50_ms']:,.1f} ms")
+    elif scenario.startswith("login-storm"):
+        text = (f"round trip p99 {result['alone_p99_ms']:,.2f} ms alone, "
+                f"{result['storm_p99_ms']:,.2f} ms in a storm of {result['storm_s']:.1f} s, "
+                f"{result['after_p99_ms']:,.2f} ms after; {result['refused']} refused, "
+                f"{result['closed']} closed, {result['accepted']} accepted")
+    elif scenario == "restart":
+        text = (f"ready in {result['ready_s']:.2f} s (CONNACK {result['connack_s']:.2f} s), "
+                f"all back in {result['all_sessions_s']:.2f} s, lost {result['loss']:,}")
+    elif scenario == "fan-in-qos1-persistent":
+        text = (f"{result['rate']:,.0f}/s, lost {result['loss']:,}, PUBACK p99 "
+                f"{result['puback_p99_ms']:,.1f} ms, commit p99 "
+                f"{result.get('commit_p99_ms', math.nan):,.1f} ms")
     else:
         text = f"{result['rate']:,.0f}/s, lost {result['loss']:,}"
     return (f"{text} (CPU broker {result['broker_cpu']:.0f}%, generator "
@@ -319,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         results = harness.run_all()
-    except BrokerError as exc:
+    except (BrokerError, AuthFilesError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     summary = report.Summary(results)
@@ -329,8 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps({"header": harness.header(), "runs": results}, indent=1))
     (harness.results_dir / "latest.md").write_text(section)
     print(f"bench: results in {out}", file=sys.stderr)
-    if args.docs:
-        report.write_section(DOCS, section)
+    if args.docs or args.docs_section:
+        report.write_section(DOCS, section, *report.markers(args.docs_section or "results"))
         print(f"bench: updated {DOCS.relative_to(ROOT)}", file=sys.stderr)
     failed = [r for r in results if r["broker"] == "mqttish" and "error" in r]
     return 1 if failed else 0

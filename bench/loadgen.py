@@ -41,9 +41,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench import mqtt
+from bench import mqtt, store_metrics
+from bench.auth_files import BENCH_PASSWORD, BENCH_USER
 from bench.procstat import CpuMeter, raise_fd_limit, rss_kib
-from bench.scenarios import SCENARIOS, Params, params_for
+from bench.scenarios import AUTH, SCENARIOS, Params, params_for
 
 HOST = "127.0.0.1"
 RECV_SIZE = 1 << 18
@@ -74,10 +75,12 @@ def open_socket(port: int, timeout: float) -> socket.socket:
     return sock
 
 
-def open_client(port: int, client_id: str, timeout: float = 10.0) -> socket.socket:
+def open_client(port: int, client_id: str, timeout: float = 10.0, clean: bool = True,
+                login: tuple[str, str] | None = None) -> socket.socket:
     """A connected MQTT client socket (blocking, CONNACK received)."""
     sock = open_socket(port, timeout)
-    sock.sendall(mqtt.connect(client_id))
+    username, password = login or (None, None)
+    sock.sendall(mqtt.connect(client_id, clean=clean, username=username, password=password))
     connack = b""
     while len(connack) < 4:
         chunk = sock.recv(4 - len(connack))
@@ -555,9 +558,14 @@ class Context:
         self.params = params
         self.dropped_topic = dropped_topic  # the broker's $SYS drop counter, if it has one
         self.sys_interval = sys_interval  # how often the broker updates it
+        self.login: tuple[str, str] | None = None  # user name and password of every client
+        self.metrics_port: int | None = None  # where mqttish serves /metrics, if asked to
 
     def broker_alive(self) -> bool:
         return os.path.exists(f"/proc/{self.broker_pid}")
+
+    def open_client(self, client_id: str, clean: bool = True) -> socket.socket:
+        return open_client(self.port, client_id, clean=clean, login=self.login)
 
 
 def wait_subacks(subscribers: Sequence[Subscriber], timeout: float) -> None:
@@ -607,14 +615,17 @@ def _close_all(endpoints: Sequence[Endpoint]) -> None:
 # ---------------------------------------------------------------------------- scenarios
 
 
-def fan_in(ctx: Context, qos: int) -> Result:
+def fan_in(ctx: Context, qos: int, persistent: bool = False) -> Result:
+    """Fan-in with end-to-end windows. `persistent`: into a persistent session (clean
+    session off), with PUBACK waits booked and, for mqttish, its commits read from /metrics."""
     params = ctx.params
     count = params.publishers
-    sub = Subscriber(open_client(ctx.port, "bench-sub"), count)
+    sub = Subscriber(ctx.open_client("bench-sub", clean=not persistent), count)
     sub.subscribe("bench/#", qos)
     wait_subacks([sub], params.timeout)
-    pubs = [Publisher(open_client(ctx.port, f"bench-pub-{i}"), i, f"bench/p/{i:02d}", qos)
-            for i in range(count)]
+    pubs = [Publisher(ctx.open_client(f"bench-pub-{i}"), i, f"bench/p/{i:02d}", qos,
+                      book=persistent) for i in range(count)]
+    books = [pub.book for pub in pubs if pub.book is not None]
     loop = Loop()
     for endpoint in [sub, *pubs]:
         loop.add(endpoint)
@@ -637,8 +648,16 @@ def fan_in(ctx: Context, qos: int) -> Result:
         return (sub.total_unique() >= sum(p.sent for p in pubs)
                 and (not qos or all(p.acked >= p.sent for p in pubs)))
 
+    commits: list[store_metrics.CommitFigures] = []
+
+    def record() -> None:
+        for book in books:
+            book.waits = []
+        if ctx.metrics_port is not None:
+            commits.append(store_metrics.scrape(ctx.metrics_port))
+
     run = Run(ctx, loop, sub.total_unique)
-    run.run(produce, settled)
+    run.run(produce, settled, record)
     sent = sum(p.sent for p in pubs)
     result: Result = {
         "rate": run.rate,
@@ -650,18 +669,37 @@ def fan_in(ctx: Context, qos: int) -> Result:
         "polls": loop.polls,
         **run.cpu_fields(),
     }
+    if persistent:
+        waits = sorted(wait for book in books for wait in book.waits or [])
+        result["puback_p99_ms"] = percentile(waits, 99) / 1e6
+        if commits:
+            result.update(_commit_fields(store_metrics.scrape(ctx.metrics_port or 0)
+                                         - commits[0]))
     _close_all([sub, *pubs])
     return result
 
 
+def _commit_fields(figures: store_metrics.CommitFigures) -> Result:
+    """What the broker's group commits did between two reads of its /metrics."""
+    p99, bound = figures.quantile(0.99)
+    commits = figures.commits
+    return {
+        "commits": commits,
+        "records_per_commit": figures.changes / commits if commits else math.nan,
+        "commit_mean_ms": 1000 * figures.latency_sum / commits if commits else math.nan,
+        "commit_p99_ms": 1000 * p99,
+        "commit_p99_bucket_ms": 1000 * bound,
+    }
+
+
 def fan_out(ctx: Context) -> Result:
     params = ctx.params
-    subs = [Subscriber(open_client(ctx.port, f"bench-sub-{i}"), 1)
+    subs = [Subscriber(ctx.open_client(f"bench-sub-{i}"), 1)
             for i in range(params.fanout_subscribers)]
     for sub in subs:
         sub.subscribe("bench/#", 0)
     wait_subacks(subs, params.timeout)
-    pub = Publisher(open_client(ctx.port, "bench-pub"), 0, "bench/fanout", 0)
+    pub = Publisher(ctx.open_client("bench-pub"), 0, "bench/fanout", 0)
     loop = Loop()
     for endpoint in [*subs, pub]:
         loop.add(endpoint)
@@ -739,11 +777,11 @@ def latency(ctx: Context) -> Result:
     result: Result = {
         "samples": len(samples),
         "rate": run.rate,
-        "p50_us": _percentile(samples, 50) / 1000,
-        "p99_us": _percentile(samples, 99) / 1000,
+        "p50_us": percentile(samples, 50) / 1000,
+        "p99_us": percentile(samples, 99) / 1000,
         "max_us": samples[-1] / 1000 if samples else math.nan,
-        "puback_p50_us": _percentile(round_trips, 50) / 1000,
-        "puback_p99_us": _percentile(round_trips, 99) / 1000,
+        "puback_p50_us": percentile(round_trips, 50) / 1000,
+        "puback_p99_us": percentile(round_trips, 99) / 1000,
         "drained": run.drained,
         **_loss_fields(sent, sub.total_unique(), [sub]),
         **run.cpu_fields(),
@@ -752,7 +790,7 @@ def latency(ctx: Context) -> Result:
     return result
 
 
-def _percentile(samples: Sequence[int], percent: float) -> float:
+def percentile(samples: Sequence[float], percent: float) -> float:
     if not samples:
         return math.nan
     index = min(len(samples) - 1, max(0, math.ceil(percent / 100 * len(samples)) - 1))
@@ -1158,8 +1196,8 @@ def overload_qos0(ctx: Context) -> Result:
         **_loss_fields(sent(), sub.total_unique(), [sub]),
         "broker_dropped": dropped,
         "samples": len(samples),
-        "p50_ms": _percentile(samples, 50) / 1e6,
-        "p99_ms": _percentile(samples, 99) / 1e6,
+        "p50_ms": percentile(samples, 50) / 1e6,
+        "p99_ms": percentile(samples, 99) / 1e6,
         "fairness": _fairness(sub),
         "delivered_per_publisher": list(sub.unique),
         "drained": run.drained,
@@ -1168,6 +1206,11 @@ def overload_qos0(ctx: Context) -> Result:
     }
     _close_all([sub, *pubs, *([monitor] if monitor else [])])
     return result
+
+
+def login_storm(ctx: Context) -> Result:
+    from bench.login_storm import run  # it builds on this module: imported when needed
+    return run(ctx)
 
 
 RUNNERS: dict[str, Callable[[Context], Result]] = {
@@ -1180,6 +1223,11 @@ RUNNERS: dict[str, Callable[[Context], Result]] = {
     "overload-qos1": lambda ctx: overload_qos1(ctx, stalled=False),
     "overload-stalled": lambda ctx: overload_qos1(ctx, stalled=True),
     "overload-qos0": overload_qos0,
+    "fan-in-qos0-auth": lambda ctx: fan_in(ctx, 0),
+    "fan-out-qos0-auth": fan_out,
+    "login-storm": login_storm,
+    "login-storm-argon2id": login_storm,  # the same, against the broker's other password file
+    "fan-in-qos1-persistent": lambda ctx: fan_in(ctx, 1, persistent=True),
 }
 
 
@@ -1194,9 +1242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dropped-topic", help="the broker's $SYS counter of dropped messages")
     parser.add_argument("--sys-interval", type=float, default=1.0,
                         help="seconds between the broker's $SYS updates")
+    parser.add_argument("--metrics-port", type=int, help="where mqttish serves /metrics")
     args = parser.parse_args(argv)
     ctx = Context(args.port, args.broker_pid, params_for(args.smoke, args.param), args.broker_cpu,
                   args.dropped_topic, args.sys_interval)
+    ctx.metrics_port = args.metrics_port
+    if args.scenario in AUTH:
+        ctx.login = (BENCH_USER, BENCH_PASSWORD)
     raise_fd_limit(4096)
     try:
         result = RUNNERS[args.scenario](ctx)
@@ -1209,4 +1261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As bench.loadgen, not as __main__: scenario modules that build on this one
+    # (bench.login_storm) must share its classes (SetupError) with main().
+    from bench.loadgen import main as generate
+    sys.exit(generate())

@@ -43,9 +43,16 @@ def _string(text: str) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
 
-def connect(client_id: str, keepalive: int = 300, clean: bool = True) -> bytes:
-    body = _string("MQTT") + bytes([4, 0x02 if clean else 0]) + keepalive.to_bytes(2, "big")
+def connect(client_id: str, keepalive: int = 300, clean: bool = True,
+            username: str | None = None, password: str | None = None) -> bytes:
+    flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (
+        0x40 if password is not None else 0)
+    body = _string("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big")
     body += _string(client_id)
+    if username is not None:
+        body += _string(username)
+    if password is not None:
+        body += _string(password)
     return bytes([CONNECT]) + varint(len(body)) + body
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,16 @@ class Params:
     latency_rate: float = 100.0  # messages per second per publisher
     idle_clients: int = 10_000
     retained: int = 100_000  # topics bench/ret/AAAA/BB, 100 per narrow wildcard
+    users: int = 10_000  # in the password file of the *-auth and login-storm scenarios
+    acl_rules: int = 1_000  # in their ACL file, a tenth of them patterns
+    storm_attempts: int = 1_000  # wrong-password CONNECTs in login-storm
+    storm_parallel: int = 100  # of them waiting for their answer at once
+    storm_addresses: int = 1  # loopback addresses they come from (127.0.0.N): the broker's
+    #                           login throttle counts failures per address
+    rtt_interval: float = 0.005  # seconds between the healthy client's round trips
+    restart_retained: int = 100_000  # retained messages held across a restart
+    restart_sessions: int = 1_000  # persistent sessions held across a restart...
+    restart_queued: int = 100  # ...each with this many QoS 1 messages queued
     stall: float = 1.0  # seconds without progress before a window's messages count as lost
     drain: float = 5.0  # most seconds to wait for stragglers after the load stops
     timeout: float = 120.0  # the longest a single phase (connecting, receiving) may take
@@ -32,14 +43,29 @@ class Params:
 FULL = Params()
 SMOKE = replace(
     FULL, warmup=0.3, duration=1.0, fanout_subscribers=10, idle_clients=200, retained=2_000,
-    drain=2.0, timeout=20.0, sys_interval=0.25, stall_timeout=0.5,
+    drain=2.0, timeout=20.0, sys_interval=0.25, stall_timeout=0.5, users=200, acl_rules=100,
+    storm_attempts=10, restart_retained=2_000, restart_sessions=20, restart_queued=10,
 )
 
-SCENARIOS: tuple[str, ...] = (
+STANDARD: tuple[str, ...] = (  # default settings, no auth, no persistence
     "fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "latency", "connections", "retained",
     "overload-qos1", "overload-stalled", "overload-qos0",
 )
 OVERLOAD = ("overload-qos1", "overload-stalled", "overload-qos0")
+AUTH = ("fan-in-qos0-auth", "fan-out-qos0-auth", "login-storm", "login-storm-argon2id")
+PERSISTENT = ("fan-in-qos1-persistent", "restart")
+SCENARIOS: tuple[str, ...] = (*STANDARD, *AUTH, *PERSISTENT)
+# Scenarios only some brokers can run (the others: every broker). aedes and amqtt have no
+# password or ACL files in Mosquitto's formats, nor a store of their own.
+ONLY_ON: dict[str, tuple[str, ...]] = {
+    **{name: ("mqttish", "mosquitto") for name in (*AUTH, *PERSISTENT)},
+    "login-storm-argon2id": ("mqttish",),  # Mosquitto 2.0 cannot read argon2id hashes
+}
+
+
+def runs_on(scenario: str, broker: str) -> bool:
+    return broker in ONLY_ON.get(scenario, (broker,))
+
 
 DESCRIPTIONS: dict[str, str] = {
     "fan-in-qos0": "10 publishers -> 1 subscriber, QoS 0",
@@ -51,6 +77,13 @@ DESCRIPTIONS: dict[str, str] = {
     "overload-qos1": "10 publishers -> 1 subscriber, QoS 1, no end-to-end window",
     "overload-stalled": "overload-qos1 plus a second subscriber that never reads",
     "overload-qos0": "10 publishers -> 1 subscriber, QoS 0, no end-to-end window",
+    "fan-in-qos0-auth": "fan-in-qos0, clients logged in, 10,000 users, 1,000 ACL rules",
+    "fan-out-qos0-auth": "fan-out-qos0, clients logged in, 10,000 users, 1,000 ACL rules",
+    "login-storm": "a client's round trips during 1,000 wrong-password CONNECTs "
+                   "(mosquitto_passwd's $7$ hashes)",
+    "login-storm-argon2id": "login-storm with argon2id hashes (mqttish passwd's default)",
+    "fan-in-qos1-persistent": "fan-in-qos1 into a persistent session, persistence on",
+    "restart": "restart with 100,000 retained and 1,000 sessions x 100 queued messages",
 }
 
 
@@ -68,6 +101,11 @@ class BrokerSettings:
     max_queued: int | None
     sys_interval: float | None
     stall_timeout: float | None
+    # Set per run by bench/run_setup.py for the auth and persistence scenarios:
+    password_file: Path | None = None  # anonymous clients are refused then
+    acl_file: Path | None = None
+    store: Path | None = None  # persistence on, the store in this directory
+    metrics_port: int | None = None  # mqttish: an HTTP listener serving /metrics
 
 
 WINDOWED_SETTINGS = BrokerSettings(max_inflight=1000, max_queued=200_000, sys_interval=None,

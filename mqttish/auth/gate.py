@@ -6,7 +6,8 @@ connection's task then awaits `LoginGate.check`, which waits for the
 address's turn if it failed before (`LoginThrottle`), runs the check in a
 worker thread (`HASH_THREADS` at once: a storm of logins costs bounded CPU
 and memory, and leaves a core to the event loop) and hands the answer back to the core, which sends
-the CONNACK. Only that connection waits; every other one goes on. In a
+the CONNACK. Only that connection waits; every other one goes on. A connection that
+closed while its check waited for its turn is not checked at all. In a
 cluster the CONNECT waits the same way while its client id is claimed
 (mqttish/cluster: the session may have to come from another node).
 """
@@ -59,8 +60,14 @@ class LoginGate:
         hooks = connection.broker.hooks
         decision = Decision.DEFER
         if hooks.blocking_authenticators:
-            decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client,
-                                                     packet, limiter=self._threads)
+            async with self._threads:
+                if connection.closed:
+                    # It left (or hit the connect timeout) while waiting for its turn: a
+                    # hash for no one would only delay those behind it, and a burst of
+                    # CONNECTs that close at once would cost a core for minutes.
+                    return
+                decision = await trio.to_thread.run_sync(hooks.authenticate_blocking, client,
+                                                         packet)
         if decision is not Decision.DENY and self.claim is not None and packet.client_id \
                 and not await self.claim(packet.client_id, deadline):
             connection.close(trio.current_time(), "its session could not be taken over from "

@@ -3,7 +3,10 @@
 Not a timed test: it checks that the harness ran every scenario and that the
 numbers are sane (traffic flowed, nothing lost at QoS 1 with a window, every
 client connected, every retained message arrived, the overload scenarios'
-books balance, flooding publishers share fairly), never how fast anything was.
+books balance, flooding publishers share fairly, logged-in clients got through
+the ACL, every wrong password was refused, a persistent session lost nothing
+and its commits were read from /metrics, a restart kept every message), never
+how fast anything was.
 The generator's PUBACK bookkeeping (`AckBook`) is checked on its own at the end,
 with acks out of order.
 """
@@ -29,7 +32,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     results_dir = tmp_path_factory.mktemp("bench")
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--no-docs", "--results-dir", str(results_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     [path] = results_dir.glob("results-*.json")
@@ -52,8 +55,10 @@ def result(smoke: dict[str, Any], scenario: str) -> dict[str, Any]:
 def test_every_scenario_ran_once_without_error(smoke: dict[str, Any]) -> None:
     assert sorted(smoke["by_scenario"]) == sorted(
         ["fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "latency", "connections", "retained",
-         "overload-qos1", "overload-stalled", "overload-qos0"])
-    assert len(smoke["runs"]) == 9
+         "overload-qos1", "overload-stalled", "overload-qos0", "fan-in-qos0-auth",
+         "fan-out-qos0-auth", "login-storm", "login-storm-argon2id", "fan-in-qos1-persistent",
+         "restart"])
+    assert len(smoke["runs"]) == 15
     assert all("error" not in run for run in smoke["runs"])
     assert not any("shutdown" in run for run in smoke["runs"]), "broker ignored SIGTERM"
 
@@ -63,7 +68,8 @@ def test_table_is_printed(smoke: dict[str, Any]) -> None:
     assert "fan-in QoS 0, delivered" in smoke["stdout"]
 
 
-@pytest.mark.parametrize("scenario", ["fan-in-qos0", "fan-in-qos1", "fan-out-qos0"])
+@pytest.mark.parametrize("scenario", ["fan-in-qos0", "fan-in-qos1", "fan-out-qos0",
+                                      "fan-in-qos0-auth", "fan-out-qos0-auth"])
 def test_throughput_scenarios_move_messages(smoke: dict[str, Any], scenario: str) -> None:
     outcome = result(smoke, scenario)
     assert outcome["rate"] > 0
@@ -149,6 +155,48 @@ def test_flooding_publishers_get_fair_shares(smoke: dict[str, Any], scenario: st
 def test_overload_rows_are_in_the_table(smoke: dict[str, Any]) -> None:
     assert "no window, fan-in QoS 1, acknowledged but lost" in smoke["stdout"]
     assert "+ stalled subscriber: longest a publisher was held back" in smoke["stdout"]
+
+
+def test_auth_ratios_are_in_the_table(smoke: dict[str, Any]) -> None:
+    """With and without auth ran in the same harness run: their ratio is a row of its own."""
+    for row in ("fan-in QoS 0, with auth / without", "fan-out QoS 0, with auth / without"):
+        [line] = [line for line in smoke["stdout"].splitlines() if line.startswith(f"| {row}")]
+        assert float(line.split("|")[2]) > 0
+
+
+@pytest.mark.parametrize("scenario", ["login-storm", "login-storm-argon2id"])
+def test_login_storm_refuses_every_wrong_password_and_times_the_healthy_client(
+        smoke: dict[str, Any], scenario: str) -> None:
+    outcome = result(smoke, scenario)
+    assert outcome["accepted"] == 0
+    assert outcome["refused"] + outcome["closed"] == outcome["attempts"] == 10
+    assert outcome["unanswered"] == outcome["connect failed"] == 0
+    for phase in ("alone", "storm", "after"):
+        assert outcome[f"{phase}_samples"] > 0
+        assert 0 < outcome[f"{phase}_p50_ms"] <= outcome[f"{phase}_p99_ms"] \
+            <= outcome[f"{phase}_max_ms"]
+    assert math.isfinite(outcome["added_p99_ms"])
+
+
+def test_persistent_fan_in_loses_nothing_and_reads_the_commits(smoke: dict[str, Any]) -> None:
+    outcome = result(smoke, "fan-in-qos1-persistent")
+    assert outcome["rate"] > 0
+    assert outcome["loss"] == outcome["unacked"] == outcome["ack_stalls"] == 0
+    assert outcome["puback_p99_ms"] > 0
+    assert outcome["commits"] > 0 and outcome["records_per_commit"] > 0
+    assert 0 < outcome["commit_p99_ms"] <= outcome["commit_p99_bucket_ms"]
+    assert "fan-in QoS 1, persistent / in memory" in smoke["stdout"]
+
+
+def test_restart_keeps_every_retained_and_queued_message(smoke: dict[str, Any]) -> None:
+    outcome = result(smoke, "restart")
+    assert outcome["retained_received"] == outcome["retained_expected"] == 2000
+    assert outcome["queued_received"] == outcome["queued_expected"] == 20 * 10
+    assert outcome["sessions_complete"] == 20
+    assert outcome["probe_received"] == 1
+    assert outcome["loss"] == 0
+    assert 0 < outcome["connack_s"] <= outcome["ready_s"] <= outcome["all_sessions_s"]
+    assert outcome["store_mib"] > 0
 
 
 def pubacks(*packet_ids: int) -> bytes:

@@ -11,8 +11,11 @@ TIMEOUT = 5.0
 
 
 class RawClient:
-    def __init__(self, port: int, version: int = MQTT_3_1_1) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    def __init__(self, port: int, version: int = MQTT_3_1_1, source: str | None = None) -> None:
+        """`source`: the loopback address to connect from (127.0.0.2, ...), for limits
+        and throttles that count per address."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
+                                             source_address=(source, 0) if source else None)
         self.version = version
         self.decoder = PacketDecoder(version=version)
 

@@ -170,6 +170,29 @@ def test_wrong_passwords_do_not_stall_other_clients(
     assert any(answer is not None for answer in answers)
 
 
+def test_a_login_that_timed_out_waiting_for_its_turn_is_not_checked(
+        start_broker: Callable[..., BrokerThread], tmp_path: Path) -> None:
+    """Checks take turns in one thread. Of 30 wrong argon2id passwords sent at once, those
+    still waiting at the connect timeout are closed unchecked, and their hashes are never
+    made (they used to be, one by one, for connections long gone: after a login storm the
+    broker stayed busy for tens of seconds)."""
+    path = str(tmp_path / "passwd")
+    assert passwd(["-c", "-b", path, "carol", "carol-pw"]) == 0  # argon2id: slow to check
+    broker = start_broker(password_file=path, connect_timeout=1.0)
+    leavers = [RawClient(broker.port) for _ in range(30)]
+    for index, leaver in enumerate(leavers):
+        leaver.send(ConnectPacket(f"leaver{index}", username="carol", password=b"x"))
+    answers = [leaver.receive(timeout=30) for leaver in leavers]
+    refused = sum(1 for answer in answers if isinstance(answer, ConnAck))
+    assert 0 < refused < len(leavers)  # the others were closed at the connect timeout
+    # From another address (no throttle), its turn comes after theirs: at once, unless
+    # their hashes are made after all, and then it times out too.
+    ok = RawClient(broker.port, source="127.0.0.2")
+    assert ok.connect("ok", username="carol", password=b"carol-pw").reason_code == 0
+    # Checked: the refused, and perhaps one whose hash was under way at its timeout.
+    assert refused <= broker.broker.metrics.logins_failed <= refused + 1
+
+
 # ------------------------------------------------------------------ ACL
 
 
