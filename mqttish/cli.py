@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import trio
 
-from mqttish import __version__
+from mqttish import __version__, collector
 from mqttish.config import ClusterConfig, Config, ConfigError, ListenerConfig
 from mqttish.config_file import LoadedConfig, mosquitto_as_yaml, read_config_file
 from mqttish.core.store import StoreError
@@ -139,6 +139,7 @@ def serve_main(argv: Sequence[str]) -> int:
         print(f"mqttish: {exc}", file=sys.stderr)
         return 1
     status = 0
+    collector.tune_for_serving()
     try:
         failure = trio.run(_serve_until_signalled,
                            Server(config, store=store, reuse_port=args.reuse_port))

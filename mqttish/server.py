@@ -33,7 +33,7 @@ from functools import partial
 
 import trio
 
-from mqttish import __version__
+from mqttish import __version__, collector
 from mqttish.auth.gate import ConnectionSecurity, LoginGate
 from mqttish.auth.hook import SecurityFileError, SecurityHook
 from mqttish.auth.throttle import ConnectionRate, LoginThrottle, host_of
@@ -189,10 +189,11 @@ class Server:
             return broker
         if self.store is None:
             return Broker(settings, self.hooks)
-        state = await trio.to_thread.run_sync(self.store.load)
         journal = Journal()
         broker = Broker(settings, self.hooks, journal)
-        broker.restore(state, trio.current_time())
+        with collector.paused():
+            state = await trio.to_thread.run_sync(self.store.load)
+            broker.restore(state, trio.current_time())
         self.commits = GroupCommit(journal, self.store)
         return broker
 
