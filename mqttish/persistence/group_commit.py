@@ -33,7 +33,7 @@ log = logging.getLogger("mqttish.persistence")
 
 STORE_HOUSEKEEPING_INTERVAL = 60.0  # seconds between the store's housekeeping rounds
 QUIET = 0.0005  # seconds every task must wait for the loop to count as quiet
-GATHER_AT_MOST = 0.02  # seconds a round may wait for the loop to go quiet
+GATHER_AT_MOST = 0.05  # seconds a round may wait for the loop to go quiet
 # Upper bounds, in seconds, of the commit latency histogram's buckets (the last is +Inf).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
 

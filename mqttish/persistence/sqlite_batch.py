@@ -49,7 +49,8 @@ from mqttish.protocol.properties import PUBLISH, WILL
 Row = tuple[Any, ...]
 SESSION_TABLES = ("sessions", "subscriptions", "deliveries", "incoming", "wills")
 
-_QUEUED = FlightState.QUEUED.value
+_STATE_VALUES = {state: state.value for state in FlightState}  # (Enum.value is a property)
+_QUEUED_FLIGHT = (0, FlightState.QUEUED.value)  # (packet id, state) of a delivery not sent
 
 
 def _json(rows: list[Row]) -> str:
@@ -110,8 +111,8 @@ _UNTOUCHED: Any = object()  # a will no record of this batch spoke about
 class _Client:
     """What one batch does to one client's rows."""
 
-    __slots__ = ("alive", "deliveries", "existed", "incoming", "session", "subscriptions",
-                 "will", "wipe")
+    __slots__ = ("alive", "deliveries", "existed", "flights", "incoming", "session",
+                 "subscriptions", "will", "wipe")
 
     def __init__(self, existed: bool) -> None:
         self.existed = existed  # its session was in the file when the batch began
@@ -119,7 +120,9 @@ class _Client:
         self.wipe = False  # delete its rows in the file before writing the new ones
         self.session: Row | None = None
         self.subscriptions: dict[str, Row | None] = {}
-        self.deliveries: dict[int, Row | _Progress | None] = {}
+        # By sequence: saved in this batch, only sent in it (progress), or deleted (None).
+        self.deliveries: dict[int, DeliverySaved | _Progress | None] = {}
+        self.flights: dict[int, tuple[int, int]] = {}  # (packet id, state) of saved ones sent
         self.incoming: dict[int, bool] = {}
         self.will: Row | None = _UNTOUCHED
 
@@ -130,6 +133,7 @@ class _Client:
         self.session = None
         self.subscriptions = {}
         self.deliveries = {}
+        self.flights = {}
         self.incoming = {}
         self.will = _UNTOUCHED
 
@@ -142,7 +146,7 @@ class Batch:
         self._now = now
         self._sessions = sessions  # the client ids of the sessions in the file
         self._clients: dict[str, _Client] = {}
-        self._messages: dict[int, Row] = {}
+        self._messages: dict[int, MessageSaved] = {}  # rows are made for those written only
         self._stored_messages: dict[int, bool] = {}  # message id -> in the file
         self._retained: dict[str, int | None] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -215,32 +219,26 @@ class Batch:
             client.subscriptions[change.topic_filter] = None
 
     def _message_saved(self, change: MessageSaved) -> None:
-        if change.message_id not in self._messages:  # the first save of an id wins
-            self._messages[change.message_id] = (
-                change.message_id, change.topic, change.payload, change.qos,
-                1 if change.retain else 0, properties_column(change.properties, PUBLISH),
-                deadline(self._now, change.expires_in))
+        self._messages.setdefault(change.message_id, change)  # the first save of an id wins
 
     def _delivery_saved(self, change: DeliverySaved) -> None:
         client = self._live_client(change.client_id)
         if client is not None and self._holds_message(change.message_id):
-            client.deliveries[change.sequence] = (
-                change.client_id, change.sequence, change.message_id, change.qos,
-                1 if change.retain else 0,
-                ids_column(change.subscription_ids) if change.subscription_ids else "", 0, _QUEUED)
+            client.deliveries[change.sequence] = change
+            client.flights.pop(change.sequence, None)
 
     def _delivery_updated(self, change: DeliveryUpdated) -> None:
         client = self._live_client(change.client_id)
         if client is None:
             return
-        pending = client.deliveries.get(change.sequence, _UNTOUCHED)
+        sequence = change.sequence
+        pending = client.deliveries.get(sequence, _UNTOUCHED)
         if pending is None:
             return  # deleted earlier in this batch: nothing to update
-        state = change.state.value
         if pending is _UNTOUCHED or type(pending) is _Progress:
-            client.deliveries[change.sequence] = _Progress(change.packet_id, state)
+            client.deliveries[sequence] = _Progress(change.packet_id, _STATE_VALUES[change.state])
         else:
-            client.deliveries[change.sequence] = (*pending[:6], change.packet_id, state)
+            client.flights[sequence] = (change.packet_id, _STATE_VALUES[change.state])
 
     def _delivery_deleted(self, change: DeliveryDeleted) -> None:
         client = self._live_client(change.client_id)
@@ -302,8 +300,11 @@ class Batch:
         """Write the batch's messages that rows refer to; return how many were new."""
         if not self._messages:
             return 0
-        rows = [self._messages[message_id] for message_id in sorted(referred)
-                if message_id in self._messages]
+        now = self._now
+        rows = [(message.message_id, message.topic, message.payload, message.qos,
+                 1 if message.retain else 0, properties_column(message.properties, PUBLISH),
+                 deadline(now, message.expires_in))
+                for message in map(self._messages.get, sorted(referred)) if message is not None]
         # Most messages have neither properties nor an expiry: they go in one statement,
         # their payloads in one blob that SQL cuts up again.
         plain = [row for row in rows if row[5] is None and row[6] is None]
@@ -347,13 +348,18 @@ class Batch:
                 else:
                     subscriptions.append(row)
             gone = []
+            flights = client.flights
             for sequence, delivery in client.deliveries.items():
                 if delivery is None:
                     gone.append(sequence)
-                elif type(delivery) is _Progress:
+                elif isinstance(delivery, _Progress):
                     progressed.append((*delivery, client_id, sequence))
                 else:
-                    saved.append(delivery)
+                    saved.append((
+                        client_id, sequence, delivery.message_id, delivery.qos,
+                        1 if delivery.retain else 0,
+                        ids_column(delivery.subscription_ids) if delivery.subscription_ids
+                        else "", *flights.get(sequence, _QUEUED_FLIGHT)))
             if gone:
                 deleted.append((client_id, json.dumps(gone)))
             for packet_id, holds in client.incoming.items():
