@@ -9,11 +9,16 @@ import pytest
 from mqttish import collector
 
 
-def test_no_collection_while_paused_and_the_collector_back_afterwards() -> None:
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError), collector.paused():
+def _load_that_fails() -> None:
+    with collector.paused():
         assert not gc.isenabled()
         raise RuntimeError("the load failed")
+
+
+def test_no_collection_while_paused_and_the_collector_back_afterwards() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        _load_that_fails()
     assert gc.isenabled()
 
 
