@@ -47,6 +47,8 @@ class ListenerRules:
 
 
 class SecurityHook(Hook):
+    stable_acl_answers = True  # a reload calls HookChain.rules_changed
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.rules = self.read_rules()

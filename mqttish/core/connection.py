@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from mqttish.core.broker import Accepted, Broker, HeldPublish
-from mqttish.core.hooks import ClientInfo, Decision
+from mqttish.core.hooks import ClientInfo, Decision, PublishGrants
 from mqttish.core.message import Message
 from mqttish.core.rates import ClientRates
 from mqttish.core.session import Delivery, Session
@@ -102,6 +102,7 @@ class Connection:
         "_hold_started",
         "_input_ended",
         "_out",
+        "_publish_grants",
         "_resend_later",
         "_unblocked",
         "_waiting_commit",
@@ -181,6 +182,7 @@ class Connection:
         self.topic_aliases: AliasesIn | None = None
         self.outgoing_aliases: AliasesOut | None = None
         self._out: list[bytes] = []
+        self._publish_grants: PublishGrants | None = None  # made on the first check
         # Replies that promise durability wait for the store's commit (and the replies
         # after them wait too, to keep their order): (journal position or 0, bytes).
         self._after_commit: deque[tuple[int, bytes]] | None = None
@@ -785,7 +787,7 @@ class Connection:
             self._reject_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
             return
         broker = self.broker
-        if (broker.hooks.acl_hooks or topic[0] == "$") and not broker.may_publish(client, topic):
+        if (broker.hooks.acl_hooks or topic[0] == "$") and not self._may_publish(client, topic):
             log.info("denied publish to %s by %s", clip(topic), self.name)
             self._reject_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
@@ -863,6 +865,21 @@ class Connection:
             aliases = self.topic_aliases = AliasesIn(self.broker.topic_alias_maximum,
                                                      "MQTT-3.3.2-9")
         return aliases.resolve(topic, alias)
+
+    def _may_publish(self, client: ClientInfo, topic: str) -> bool:
+        """The broker's answer, remembered for this connection where hooks allow."""
+        broker = self.broker
+        hooks = broker.hooks
+        if not hooks.stable_acl_answers:
+            return broker.may_publish(client, topic)
+        grants = self._publish_grants
+        if grants is None or grants.generation != hooks.rules_generation:
+            grants = self._publish_grants = PublishGrants(hooks.rules_generation)
+        allowed = grants.answers.get(topic)
+        if allowed is None:
+            allowed = broker.may_publish(client, topic)
+            grants.remember(topic, allowed)
+        return allowed
 
     def _reject_publish(self, packet: Publish, code: ReasonCode) -> None:
         """Refuse one PUBLISH: MQTT 5 says why; 3.1.1 can only acknowledge and drop."""

@@ -31,6 +31,10 @@ class Access(Enum):
     SUBSCRIBE = "subscribe"  # the client subscribes with a filter
     READ = "read"  # a message on a topic is about to be delivered to the client
 
+    # Members are singletons, so identity is the right hash, and this one is C's: Enum's
+    # own hashes the name in Python, on the way of every ACL check (a dict key).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
@@ -45,6 +49,10 @@ class ClientInfo:
 
 
 class Hook:
+    # True if check_acl's answers depend only on the client's identity and the topic,
+    # until HookChain.rules_changed: a connection may then remember them (PublishGrants).
+    stable_acl_answers = False
+
     def authenticate(self, client: ClientInfo, connect: Connect) -> Decision:
         """May this client connect with these credentials?"""
         return Decision.DEFER
@@ -83,20 +91,24 @@ class HookChain:
         # Bumped whenever cached ACL answers may be stale: a client connected (perhaps as
         # another user), or the rules were reloaded (`rules_changed`).
         self.generation = 0
+        self.rules_generation = 0  # bumped only when the rules change (PublishGrants)
         self._sort()
 
     def rules_changed(self) -> None:
         """Hooks' ACL rules changed: answers cached from them must be asked again."""
         self.generation += 1
+        self.rules_generation += 1
 
     def install(self, hook: Hook) -> None:
         """Add a hook after the broker was made (the server's security hook)."""
         self.hooks.append(hook)
         self._sort()
+        self.rules_changed()
 
     def _sort(self) -> None:
         # The hooks that override the per-message methods: empty lists cost nothing.
         self.acl_hooks = [h for h in self.hooks if type(h).check_acl is not Hook.check_acl]
+        self.stable_acl_answers = all(h.stable_acl_answers for h in self.acl_hooks)
         self.publish_observers = [
             h for h in self.hooks if type(h).on_publish is not Hook.on_publish]
         self.blocking_authenticators = [
@@ -144,6 +156,30 @@ class HookChain:
     def on_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> None:
         for hook in self.hooks:
             hook.on_subscribe(client, topic_filter, qos)
+
+
+class PublishGrants:
+    """One connection's answers to "may it publish to this topic?". A device publishes
+    to a few topics over and over, and asking the hooks each time cost more than the
+    rest of routing a small message (fan-in QoS 0 with an ACL: docs/performance.md).
+    Only for hooks whose answers are stable; forgotten when the rules change, and
+    bounded by the bytes of the topics it holds."""
+
+    __slots__ = ("answers", "generation", "size")
+
+    LIMIT = 4096  # bytes of topic names per connection
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.answers: dict[str, bool] = {}
+        self.size = 0
+
+    def remember(self, topic: str, allowed: bool) -> None:
+        if self.size + len(topic) > self.LIMIT:
+            self.answers.clear()
+            self.size = 0
+        self.answers[topic] = allowed
+        self.size += len(topic)
 
 
 def _first_answer(decisions: Iterable[Decision]) -> Decision:
