@@ -36,8 +36,9 @@ store. Wills of connected clients are kept in `wills:<member>`.
 Death. Every node looks at the others' leases; for one that expired, one
 node wins `adopting:<member>` and adopts it: it publishes the wills of its
 connected clients, takes its persistent sessions (offline), gives their
-unfinished shared messages to other members, delivers what was left in its
-inbox to those sessions, and removes its routes, all in one commit. From the
+unfinished shared messages, and the messages of its shared groups' backlogs,
+to other members, delivers what was left in its inbox to those sessions, and
+removes its routes, all in one commit. From the
 moment it starts, forwards to the dead member go to the adopter's inbox
 (`adopted:<member>`), marked for the sessions it adopted.
 """
@@ -62,6 +63,7 @@ from mqttish.cluster import codec
 from mqttish.cluster.routes import RouteTable
 from mqttish.cluster.store import Ops, RedisStore
 from mqttish.config import ClusterConfig
+from mqttish.core.backlog import backlog_share_name
 from mqttish.core.broker import Broker, HeldPublish
 from mqttish.core.journal import Journal
 from mqttish.core.message import Message
@@ -731,10 +733,17 @@ class ClusterNode:
             now = trio.current_time()
             broker = self.broker
             adopted = set()
+            backlogs = []
             for client_id in client_ids:
                 stored = sessions[client_id]
                 will = wills.get(client_id)
-                if stored is not None and client_id not in broker.sessions:
+                if backlog_share_name(client_id) is not None:  # a shared group's backlog
+                    if stored is not None:
+                        self._first += ("OW", client_id, self.member)
+                        backlogs.append(broker.take_backlog(stored, now))
+                    else:
+                        self._op("OW", client_id, "")
+                elif stored is not None and client_id not in broker.sessions:
                     broker.adopt(stored, will, now)
                     adopted.add(client_id)
                     self.owned.add(client_id)
@@ -748,6 +757,9 @@ class ClusterNode:
                 if session.shared_groups:
                     broker.redistribute(session, now)
             only = frozenset(adopted)
+            for share_name, messages in backlogs:
+                for message in messages:  # DUP: maybe sent before it waited, as after a restart
+                    self._give(share_name, message, now, dup=True, here=False)
             self._delivering = True
             try:
                 for entry in entries:
@@ -766,8 +778,9 @@ class ClusterNode:
             self.routes.drop(dead)
             self._seen.pop(dead, None)
             self.figures["adopted"] += 1
-            log.info("adopted dead node %s: %d sessions, %d wills, %d inbox entries", dead,
-                     len(adopted), len(wills), len(entries))
+            log.info("adopted dead node %s: %d sessions, %d wills, %d inbox entries, "
+                     "%d shared backlogs", dead, len(adopted), len(wills), len(entries),
+                     len(backlogs))
         finally:
             done.set()
             self._adopting.pop(dead, None)

@@ -6,7 +6,10 @@ like a session's queue. A durable backlog is journalled as the deliveries of
 a session of its own, named `BACKLOG_PREFIX` + the group's share name: no
 client can take that name (the broker refuses client ids with control
 characters), every store keeps it with the rules it has for sessions, and the
-broker gives it back to the group when it starts.
+broker gives it back to the group when it starts. In a cluster every node
+holds a backlog of its own for a group, named with the node's name too; a
+node that dies leaves it to the node that adopts it, which gives its messages
+to the group's members, wherever they are.
 """
 
 from __future__ import annotations
@@ -18,13 +21,24 @@ from mqttish.core.journal import Journal
 from mqttish.core.message import Message
 from mqttish.core.store import DeliveryDeleted, DeliverySaved, SessionDeleted, SessionSaved
 from mqttish.protocol.properties import SESSION_NEVER_EXPIRES
+from mqttish.protocol.topics import SHARE_PREFIX
 
 BACKLOG_PREFIX = "\x01"
 
 
+def backlog_store_name(share_name: str, node: str = "") -> str:
+    """The name of the stored session that holds a group's backlog (on `node`, in a
+    cluster)."""
+    return f"{BACKLOG_PREFIX}{node}{BACKLOG_PREFIX}{share_name}" if node else \
+        BACKLOG_PREFIX + share_name
+
+
 def backlog_share_name(store_name: str) -> str | None:
     """The share name whose backlog a stored session holds, or None: a client's session."""
-    return store_name[len(BACKLOG_PREFIX):] if store_name.startswith(BACKLOG_PREFIX) else None
+    if not store_name.startswith(BACKLOG_PREFIX):
+        return None
+    name = store_name[len(BACKLOG_PREFIX):]
+    return name if name.startswith(SHARE_PREFIX) else name.partition(BACKLOG_PREFIX)[2]
 
 
 class Backlog:
@@ -34,7 +48,7 @@ class Backlog:
 
     def __init__(self, share_name: str) -> None:
         self._entries: deque[tuple[Message, bool, int]] = deque()
-        self.store_name = BACKLOG_PREFIX + share_name
+        self.store_name = backlog_store_name(share_name)
         self.journal: Journal | None = None  # set once the backlog is durable
         self._sequence = 0
 

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from mqttish.core.backlog import backlog_share_name
+from mqttish.core.backlog import backlog_share_name, backlog_store_name
 from mqttish.core.backpressure import Drainable, Waiter
 from mqttish.core.hooks import (
     INTERNAL_LISTENER,
@@ -361,7 +361,7 @@ class Broker:
             self._forget_will(session)
             self.publish_will(session.client_id, will, now)
         for topic_filter in list(session.subscriptions):
-            self._remove_subscription(session.client_id, topic_filter)
+            self._remove_subscription(session.client_id, topic_filter, now)
         session.subscriptions.clear()
         session.shared_groups = ()
         session.clear()
@@ -580,23 +580,35 @@ class Broker:
 
     def _backlog_journal(self, group: SharedGroup[Subscription]) -> Journal | None:
         """Where the group's backlog is journalled: in the store, once the group has a
-        persistent member (it outlives a restart then). A cluster node's backlog is not
-        stored: a node that dies loses it (docs/scaling.md)."""
+        persistent member (it outlives a restart then); in a cluster, always, under this
+        node's name (a node that dies leaves it to the one that adopts it)."""
         journal = group.backlog.journal
-        if journal is not None or self.journal is None or self.remote is not None:
+        if journal is not None or self.journal is None:
             return journal
+        if self.remote is not None:
+            group.backlog.store_name = backlog_store_name(group.share_name, self.remote.member)
+            return self.journal
         if any(m.session.journal is not None for m in group.members.values()):
             return self.journal
         return None
 
-    def _remove_subscription(self, client_id: str, topic_filter: str) -> None:
+    def _remove_subscription(self, client_id: str, topic_filter: str, now: float) -> None:
         """Take a subscription out of the tree; a shared group left with no member ends,
-        and the messages of its backlog with it (nobody subscribes to them any more)."""
+        and the messages of its backlog with it (nobody subscribes to them any more). In
+        a cluster they go to the group's members on other nodes, if there are any."""
         group = self.subscriptions.group(topic_filter) if topic_filter.startswith(
             "$share/") else None
         self.subscriptions.remove(client_id, topic_filter)
-        if group is not None and not group.members:
-            group.backlog.discard()
+        if group is None or group.members:
+            return
+        backlog = group.backlog
+        remote = self.remote
+        while remote is not None and backlog:
+            message, dup = backlog.first()
+            if not remote.share_elsewhere(group.share_name, message, dup, False, now):
+                self._group_dropped(group)
+            backlog.popleft()
+        backlog.discard()
 
     def _group_dropped(self, group: SharedGroup[Subscription]) -> None:
         group.dropped += 1
@@ -711,7 +723,7 @@ class Broker:
     def unsubscribe(self, session: Session, topic_filter: str, now: float) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
-        self._remove_subscription(session.client_id, topic_filter)
+        self._remove_subscription(session.client_id, topic_filter, now)
         if session.journal is not None:
             session.journal.emit(SubscriptionDeleted(session.client_id, topic_filter))
         for group in session.shared_groups:
@@ -768,7 +780,7 @@ class Broker:
         del self.sessions[client_id]
         self._waiting.pop(client_id, None)
         for topic_filter in session.subscriptions:
-            self._remove_subscription(client_id, topic_filter)
+            self._remove_subscription(client_id, topic_filter, now)
         session.shared_groups = ()
         session.journal = None  # its records are the other node's now
         session.release_waiters(now)
@@ -814,6 +826,17 @@ class Broker:
         if state.retained or state.sessions:
             log.info("restored %d retained messages, %d sessions and %d shared backlogs",
                      len(state.retained), len(state.sessions) - len(backlogs), len(backlogs))
+
+    def take_backlog(self, stored: StoredSession, now: float) -> tuple[str, list[Message]]:
+        """The share name and the messages of a backlog another node stored and left (a
+        cluster node adopting a dead one, which gives them to the group's members); the
+        stored backlog ends."""
+        if self.journal is not None:
+            self.journal.emit(SessionDeleted(stored.client_id))
+        messages: dict[int, Message] = {}
+        return (backlog_share_name(stored.client_id) or "",
+                [_restored_message(record.message, now, messages)
+                 for record in stored.deliveries])
 
     def _restore_backlog(self, stored: StoredSession, now: float,
                          messages: dict[int, Message]) -> None:

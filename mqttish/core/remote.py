@@ -23,6 +23,8 @@ from mqttish.protocol.packets import Will
 
 
 class Remote(Protocol):
+    member: str  # this node's name in the cluster (unique to this run of it)
+
     def forward(self, message: Message, now: float) -> int:
         """Send `message` to the other nodes that have subscribers for its topic (and, for
         shared groups with no member here, to one node of each); return how many nodes."""

@@ -3,7 +3,8 @@
 Cross-node publish and subscribe at every QoS, retained messages, session
 takeover across nodes, a persistent session resumed on another node after its
 own was SIGKILLed, a shared group across nodes with a node killed under load,
-and the wills of a dead node's clients.
+the jobs waiting in a dead node's backlog of a group, and the wills of a dead
+node's clients.
 """
 
 from __future__ import annotations
@@ -227,3 +228,28 @@ async def test_the_wills_of_a_dead_nodes_clients_are_published(cluster: Cluster)
         nursery.cancel_scope.cancel()
     assert watched.counts[b"doomed is gone"] == 1
     assert b"no" not in watched.counts
+
+
+async def test_jobs_waiting_in_a_dead_nodes_shared_backlog_reach_the_group(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """Acknowledged jobs wait in node 0's backlog of the group (its only member is
+    offline); node 0 is killed. They were in its memory only: now the node that adopts it
+    gives them to the group, and the member gets them when it comes back."""
+    nodes = await Cluster(tmp_path, redis_server.url, size=2).start()
+    try:
+        async with client(nodes, 0, "worker", persistent=True) as worker:
+            await worker.subscribe("$share/g/jobs/#", qos=1)
+        jobs = [f"job-{n}".encode() for n in range(5)]
+        async with client(nodes, 0, "producer") as producer:
+            for job in jobs:
+                await producer.publish("jobs/x", job, qos=1)  # acknowledged
+        nodes.kill(0)
+        received = Received()
+        worker = client(nodes, 1, "worker", persistent=True, reconnect=True)
+        async with worker, trio.open_nursery() as nursery:  # it waits for the adoption
+            nursery.start_soon(received.consume, worker)
+            await received.wait_for(jobs)
+            nursery.cancel_scope.cancel()
+        assert "1 shared backlogs" in nodes.log(1)
+    finally:
+        nodes.stop()

@@ -27,6 +27,8 @@ from tests.unit.peer import Peer
 class Elsewhere:
     """The rest of a cluster, as the core sees it: what it was told, and its answers."""
 
+    member = "node-a.1"
+
     def __init__(self, nodes: int = 0, takes_shared: bool = False) -> None:
         self.nodes = nodes
         self.takes_shared = takes_shared
@@ -165,3 +167,46 @@ def test_an_adopted_session_comes_back_offline_with_its_messages_and_its_will() 
     other.subscribe("$share/g/jobs/#", 1)
     broker.redistribute(session, 0.0)
     assert [p.payload for p in other.publishes() if isinstance(p, Publish)] == [b"job"]
+
+
+def _backlogged(remote: Elsewhere) -> tuple[Broker, Journal, Peer]:
+    """A node whose only member of `$share/g/jobs/#` is offline, with two jobs waiting."""
+    journal = Journal()
+    broker = Broker(Config(), journal=journal)
+    broker.remote = remote
+    worker = Peer(broker)
+    connect(worker, "worker", clean_start=False)
+    worker.subscribe("$share/g/jobs/#", 1)
+    worker.drop()
+    pub = Peer(broker)
+    connect(pub, "pub")
+    pub.send(*(Publish("jobs/x", f"job-{n}".encode(), 1, packet_id=n + 1) for n in range(2)))
+    return broker, journal, worker
+
+
+def test_a_nodes_backlog_is_stored_under_the_nodes_name() -> None:
+    _, journal, _ = _backlogged(Elsewhere())
+    names = {getattr(change, "client_id", None) for change in journal.changes}
+    assert "\x01node-a.1\x01$share/g/jobs/#" in names  # another node's backlog: another name
+
+
+def test_a_backlog_goes_to_other_nodes_when_the_last_member_here_leaves() -> None:
+    remote = Elsewhere()
+    broker, _, _ = _backlogged(remote)
+    remote.takes_shared = True
+    asked_before = len(remote.shared)  # when the jobs came: no member anywhere then
+    broker.release("worker", 0.0)  # its session moves to another node
+    assert remote.shared[asked_before:] == [("$share/g/jobs/#", "job-0", False),
+                                            ("$share/g/jobs/#", "job-1", False)]
+
+
+def test_a_dead_nodes_stored_backlog_is_taken_whole() -> None:
+    broker, journal = clustered(Elsewhere())[0], Journal()
+    broker.journal = journal
+    job = StoredMessage(7, "jobs/x", b"job", 1, False)
+    stored = StoredSession("\x01node-b.2\x01$share/g/jobs/#", 0, None,
+                           deliveries=(StoredDelivery(1, job, 1, False),))
+    share_name, messages = broker.take_backlog(stored, 0.0)
+    assert share_name == "$share/g/jobs/#"
+    assert [(m.payload, m.store_id) for m in messages] == [(b"job", 7)]
+    assert [type(c).__name__ for c in journal.changes] == ["SessionDeleted"]
