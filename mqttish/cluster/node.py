@@ -38,9 +38,9 @@ node wins `adopting:<member>` and adopts it: it publishes the wills of its
 connected clients, takes its persistent sessions (offline), gives their
 unfinished shared messages, and the messages of its shared groups' backlogs,
 to other members, delivers what was left in its inbox to those sessions, and
-removes its routes, all in one commit. From the
-moment it starts, forwards to the dead member go to the adopter's inbox
-(`adopted:<member>`), marked for the sessions it adopted.
+removes its routes, all in one commit. From the moment it starts, forwards to
+the dead member go to the adopter's inbox (`adopted:<member>`), marked for the
+sessions it adopted.
 """
 
 from __future__ import annotations
