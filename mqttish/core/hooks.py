@@ -175,6 +175,8 @@ class PublishGrants:
         self.size = 0
 
     def remember(self, topic: str, allowed: bool) -> None:
+        if len(topic) > self.LIMIT:
+            return  # asked again every time, as without grants
         if self.size + len(topic) > self.LIMIT:
             self.answers.clear()
             self.size = 0

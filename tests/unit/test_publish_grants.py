@@ -64,3 +64,5 @@ def test_grants_are_bounded_by_the_bytes_of_their_topics() -> None:
         grants.remember(f"{n}{topic}", True)
     assert sum(map(len, grants.answers)) <= PublishGrants.LIMIT
     assert f"9{topic}" in grants.answers
+    grants.remember("x" * (PublishGrants.LIMIT + 1), True)  # too long to keep
+    assert sum(map(len, grants.answers)) <= PublishGrants.LIMIT
