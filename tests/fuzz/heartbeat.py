@@ -3,11 +3,20 @@
 `python -m tests.fuzz.heartbeat PORT` connects with paho-mqtt (a client that
 shares no code with the broker), subscribes to a topic of its own at QoS 1,
 prints READY, then publishes a QoS 1 heartbeat every `INTERVAL` seconds and
-times each one's way back through the broker. When its stdin closes it
-stops publishing, waits `DRAIN` seconds for stragglers, and prints one line of
-JSON: every latency, which heartbeats never came back, the longest silence
-between two that did, and any disconnection. Its own process keeps the
-fuzzer's CPU load out of the measurement (the machine's load is in it).
+times each one's way back through the broker. Beside it, a second connection
+(a raw socket) sends a PINGREQ every `INTERVAL` seconds and times its
+PINGRESP. When its stdin closes it stops, waits `DRAIN` seconds for
+stragglers, and prints one line of JSON: every latency of both, which never
+came back, the longest silence between two heartbeats that did, and any
+disconnection. Its own process keeps the fuzzer's CPU load out of the
+measurement (the machine's load is in it).
+
+The two measure different things. A heartbeat's way back may be held up by
+design: fuzz clients that subscribe to `#` share its topic, and a slow one
+that makes progress holds its publisher back (backpressure, issue #11), a
+stalled one for `stall_timeout` at a time. A ping is answered at once
+whatever the publishers wait for, so its round trip is how long the broker's
+event loop takes to get to a client: what a blocked loop would show.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -24,8 +34,65 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 INTERVAL = 0.1
-DRAIN = 2.0
+DRAIN = 10.0  # seconds for heartbeats still held back when it stops (several holds in a row)
 CONNECT_TIMEOUT = 10.0
+
+
+PINGREQ = b"\xc0\x00"
+PINGRESP = b"\xd0\x00"
+
+
+def _connect_packet(client_id: str) -> bytes:
+    """CONNECT, MQTT 3.1.1, clean session, keepalive 60 s."""
+    name = client_id.encode()
+    body = (b"\x00\x04MQTT\x04\x02\x00\x3c" + len(name).to_bytes(2, "big") + name)
+    return bytes([0x10, len(body)]) + body
+
+
+class Pinger:
+    """PINGREQ every INTERVAL on a connection of its own, each timed to its PINGRESP."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), CONNECT_TIMEOUT)
+        self.sock.sendall(_connect_packet(f"pinger-{secrets.token_hex(8)}"))
+        connack = self._read(4)
+        if connack[:2] != b"\x20\x02" or connack[3] != 0:
+            raise SystemExit(f"pinger: no CONNACK from the broker: {connack.hex()}")
+        self.latencies: list[float] = []
+        self.missed = 0
+        self.failure = ""
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("the broker closed the pinger's connection")
+            data += chunk
+        return data
+
+    def ping(self, stop: threading.Event) -> None:
+        started = time.monotonic()
+        count = 0
+        self.sock.settimeout(DRAIN)
+        try:
+            while not stop.is_set():
+                sent = time.monotonic()
+                self.sock.sendall(PINGREQ)
+                try:
+                    answer = self._read(2)
+                except TimeoutError:
+                    self.missed += 1
+                    break
+                if answer != PINGRESP:
+                    raise ConnectionError(f"expected PINGRESP, got {answer.hex()}")
+                self.latencies.append(time.monotonic() - sent)
+                count += 1
+                stop.wait(max(0.0, started + count * INTERVAL - time.monotonic()))
+        except OSError as exc:
+            self.failure = f"pinger: {exc}"
+        finally:
+            self.sock.close()
 
 
 class Heartbeat:
@@ -109,14 +176,23 @@ class Heartbeat:
 def main(argv: list[str]) -> int:
     heartbeat = Heartbeat(int(argv[0]))
     heartbeat.start()
+    pinger = Pinger(int(argv[0]))
     print("READY", flush=True)
     stop = threading.Event()
-    beating = threading.Thread(target=heartbeat.beat, args=(stop,))
-    beating.start()
+    threads = [threading.Thread(target=heartbeat.beat, args=(stop,)),
+               threading.Thread(target=pinger.ping, args=(stop,))]
+    for thread in threads:
+        thread.start()
     sys.stdin.read()  # until the fuzzer closes our stdin
     stop.set()
-    beating.join()
-    print(json.dumps(heartbeat.report()), flush=True)
+    for thread in threads:
+        thread.join()
+    report = heartbeat.report()
+    report["pings"] = pinger.latencies
+    report["pings_missed"] = pinger.missed
+    if pinger.failure:
+        report["disconnects"].append(pinger.failure)
+    print(json.dumps(report), flush=True)
     return 0
 
 

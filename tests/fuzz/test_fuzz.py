@@ -36,8 +36,9 @@ def test_wire_phase_finds_nothing(tmp_path: Path) -> None:
     assert set(report.connections) == {"tcp", "ws", "ws-restricted"}
     assert report.handshakes["101"] > 0
     assert report.heartbeats >= 30
+    assert len(report.pings) >= 30
     assert report.connection_errors == 0
-    assert report.ok, (report.deaths, report.errors, report.missed, report.late,
+    assert report.ok, (report.deaths, report.errors, report.missed, report.pings_late,
                        report.heartbeat_disconnects, report.exit_codes, report.reproducers)
 
 
