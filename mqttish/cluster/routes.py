@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mqttish.protocol.bounded_cache import BoundedCache
-from mqttish.protocol.topics import parse_shared
+from mqttish.protocol.topics import matching_nodes, parse_shared
 
 CACHE_BYTES = 4 * 1024 * 1024
 CACHE_ITEM = 64  # bytes charged per member or group of a cached match
@@ -137,37 +137,9 @@ class RouteTable:
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
-        found: list[_Node] = []
-        nodes = [self._root]
-        wildcards = not topic.startswith("$")
-        for level in topic.split("/"):
-            following = []
-            for node in nodes:
-                children = node.children
-                if not children:
-                    continue
-                if wildcards:
-                    multi = children.get("#")
-                    if multi is not None:
-                        found.append(multi)
-                    single = children.get("+")
-                    if single is not None:
-                        following.append(single)
-                exact = children.get(level)
-                if exact is not None:
-                    following.append(exact)
-            wildcards = True
-            nodes = following
-            if not nodes:
-                break
-        for node in nodes:
-            found.append(node)
-            parent = node.children.get("#")
-            if parent is not None:
-                found.append(parent)
         members: set[str] = set()
         groups: dict[str, set[str]] = {}
-        for node in found:
+        for node in matching_nodes(self._root, topic):
             members |= node.members
             for share_name, sharing in node.groups.items():
                 groups.setdefault(share_name, set()).update(sharing)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from mqttish.core.session import Session, Subscription
 from mqttish.core.shared import SharedGroup, Strategy
 from mqttish.protocol.bounded_cache import BoundedCache
-from mqttish.protocol.topics import parse_shared
+from mqttish.protocol.topics import matching_nodes, parse_shared
 
 MATCH_CACHE_BYTES = 16 * 1024 * 1024
 MATCH_ITEM_BYTES = 150  # what one target of a cached match costs (Target, its tuple, a list slot)
@@ -176,35 +176,7 @@ class SubscriptionTree:
         return result
 
     def _match(self, topic: str) -> Match:
-        found: list[_Node] = []
-        nodes = [self._root]
-        wildcards_allowed = not topic.startswith("$")
-        for level in topic.split("/"):
-            next_nodes = []
-            for node in nodes:
-                children = node.children
-                if not children:
-                    continue
-                if wildcards_allowed:
-                    multi = children.get("#")
-                    if multi is not None:
-                        found.append(multi)
-                    single = children.get("+")
-                    if single is not None:
-                        next_nodes.append(single)
-                exact = children.get(level)
-                if exact is not None:
-                    next_nodes.append(exact)
-            wildcards_allowed = True
-            nodes = next_nodes
-            if not nodes:
-                break
-        for node in nodes:
-            found.append(node)
-            parent_match = node.children.get("#")  # "a/#" also matches "a"
-            if parent_match is not None:
-                found.append(parent_match)
-        return self._aggregate(found)
+        return self._aggregate(matching_nodes(self._root, topic))
 
     @staticmethod
     def _aggregate(nodes: list[_Node]) -> Match:

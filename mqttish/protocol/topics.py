@@ -1,6 +1,7 @@
 """Topic names and topic filters (MQTT section 4.7), and shared subscriptions (4.8.2)."""
 
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from mqttish.errors import RemoteProtocolError
 from mqttish.protocol.reason_codes import ReasonCode
@@ -107,3 +108,47 @@ def covers(topic_filter: str, other: str) -> bool:
 def matches(topic_filter: str, topic: str) -> bool:
     """Whether one filter matches one topic name; the reference the tree is tested against."""
     return covers(topic_filter, topic)
+
+
+class FilterNode(Protocol):
+    """A level of a tree of topic filters: its children by the next level's name."""
+
+    children: dict[str, Any]
+
+
+Node = TypeVar("Node", bound=FilterNode)
+
+
+def matching_nodes(root: Node, topic: str) -> list[Node]:
+    """The nodes of a filter tree whose filters match `topic`: each level by name, `+`
+    and `#`; `a/#` matches `a` too; a `$` topic is matched by no wildcard at its first
+    level [MQTT-4.7.2-1]."""
+    found: list[Node] = []
+    nodes = [root]
+    wildcards_allowed = not topic.startswith("$")
+    for level in topic.split("/"):
+        next_nodes = []
+        for node in nodes:
+            children = node.children
+            if not children:
+                continue
+            if wildcards_allowed:
+                multi = children.get("#")
+                if multi is not None:
+                    found.append(multi)
+                single = children.get("+")
+                if single is not None:
+                    next_nodes.append(single)
+            exact = children.get(level)
+            if exact is not None:
+                next_nodes.append(exact)
+        wildcards_allowed = True
+        nodes = next_nodes
+        if not nodes:
+            break
+    for node in nodes:
+        found.append(node)
+        parent_match = node.children.get("#")  # "a/#" also matches "a"
+        if parent_match is not None:
+            found.append(parent_match)
+    return found
