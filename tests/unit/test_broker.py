@@ -454,21 +454,28 @@ def test_a_publisher_waits_at_most_the_stall_timeout_even_for_a_client_making_pr
     assert broker.metrics.consumers_stalled == 0
 
 
+def _flooded(broker: Broker, publishers: int, each: int) -> tuple[Peer, list[Peer]]:
+    """A subscriber to t/# at QoS 0, and publishers that each sent `each` messages to
+    t/<their number> at once; returns the subscriber and the list the publishers join,
+    in order, when their connection is released (as the multiplexer's)."""
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t/#", 0)
+    resumed: list[Peer] = []
+    for index in range(publishers):
+        pub = Peer(broker)
+        pub.connect(f"p{index}")
+        pub.connection.on_resume = lambda pub=pub: resumed.append(pub)  # type: ignore[misc]
+        pub.send(*(Publish(f"t/{index}", b"x") for _ in range(each)))
+    return sub, resumed
+
+
 def test_publishers_held_by_one_queue_take_turns() -> None:
     """Three publishers flood one subscriber at QoS 0, and go on in the order the queue
     releases them, as the multiplexer does: each release lets a different one go first,
     so none starves (the slowest got 1% of the fastest's share before)."""
     broker = Broker(Config(max_queued_messages=100, backpressure_watermark=4))
-    sub = Peer(broker)
-    sub.connect("sub")
-    sub.subscribe("t/#", 0)
-    resumed: list[Peer] = []
-    pubs = [Peer(broker) for _ in range(3)]
-    for index, pub in enumerate(pubs):
-        pub.connect(f"p{index}")
-        pub.connection.on_resume = lambda pub=pub: resumed.append(pub)  # type: ignore[misc]
-    for pub in pubs:
-        pub.send(*(Publish(f"t/{index}", b"x") for index in [pubs.index(pub)] * 1000))
+    sub, resumed = _flooded(broker, publishers=3, each=1000)
     got = {"t/0": 0, "t/1": 0, "t/2": 0}
     for _ in range(30):  # the subscriber takes what is queued; released publishers go on
         for message in sub.publishes():
@@ -486,15 +493,7 @@ def test_a_flooding_publisher_is_held_after_stall_timeout_too() -> None:
     other's share in the bench (and a healthy reader lost messages)."""
     broker = Broker(Config(max_queued_messages=50, backpressure_watermark=4,
                            stall_timeout=1.0))
-    sub = Peer(broker)
-    sub.connect("sub")
-    sub.subscribe("t/#", 0)
-    resumed: list[Peer] = []
-    pubs = [Peer(broker) for _ in range(2)]
-    for index, pub in enumerate(pubs):
-        pub.connect(f"p{index}")
-        pub.connection.on_resume = lambda pub=pub: resumed.append(pub)  # type: ignore[misc]
-        pub.send(*(Publish(f"t/{index}", b"x") for _ in range(2000)))
+    sub, resumed = _flooded(broker, publishers=2, each=2000)
     got = {"t/0": 0, "t/1": 0}
     now = 0.0
     for _ in range(40):  # 4 s of a subscriber reading 50 messages every 0.1 s
