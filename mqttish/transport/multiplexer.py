@@ -15,9 +15,10 @@ registered with an epoll object of ours, whose file descriptor trio watches
 2. then it sends the output of every connection that has some, with
    non-blocking sends, before it reads again: deliveries and acknowledgements
    always go out before more input is taken;
-3. then it lets other trio tasks run, and goes round again, or sleeps until a
-   socket is ready, a deadline passes, or another task gives one of its
-   connections output (which cancels the sleep).
+3. then it sleeps until a socket is ready (trio's poll answers at once if one
+   already is), a deadline passes, or another task gives one of its connections
+   output (which cancels the sleep); with work left over, it only lets other
+   trio tasks run before it goes round again.
 
 A socket that cannot take all its output is also watched for writability;
 until it drains, its client's deliveries wait in the session queue, which is
@@ -216,10 +217,11 @@ class Multiplexer:
                 self._serve_work(now)
             if self.resumed:
                 self._serve_resumed(now)
-            if events or self._work:
+            if self._work:
                 await trio.lowlevel.checkpoint()
                 continue
-            # Sleep until a socket is ready, the next deadline, or `schedule()`.
+            # Sleep after a busy round too: trio's poll says at once if more is ready,
+            # where a checkpoint and a poll of ours would cost a pass more.
             deadline = timers[0][0] if timers else math.inf
             if wake.deadline != deadline:
                 wake.deadline = deadline
