@@ -220,13 +220,24 @@ class Connection:
         """Should the transport read more of the client's bytes now?
 
         Not while too many replies wait for the client to read them (a client that
-        publishes but never reads costs bounded memory), nor while a held PUBLISH has
-        DEFER_LIMIT bytes of packets waiting behind it (backpressure reaches the
-        client through TCP), nor while its CONNECT's credentials are being checked.
-        `on_resume` is called when this turns true again.
+        publishes but never reads costs bounded memory), nor while a PUBLISH is held
+        (backpressure reaches the client through TCP) unless the broker waits for the
+        client's acknowledgements, and then only until DEFER_LIMIT bytes of packets
+        wait behind it, nor while its CONNECT's credentials are being checked.
+        `on_resume` is called when this turns true again (for a held publisher, also
+        when output for it may make its acknowledgements due).
         """
         return not self._backlogged and self.pending_connect is None and (
-            self._held is None or self._deferred_bytes < DEFER_LIMIT)
+            self._held is None or (self._deferred_bytes < DEFER_LIMIT and self._answers_due))
+
+    @property
+    def _answers_due(self) -> bool:
+        """Does the broker wait for this client's acknowledgements (of deliveries in
+        flight or about to be)? Only then is a held publisher read on (`_skim`): one
+        that only publishes is left unread, so its PUBLISH packets are decoded and
+        handled once, in order, when it goes on."""
+        session = self.session
+        return session is not None and bool(session.outgoing.flights or session.queue)
 
     @property
     def held(self) -> bool:
@@ -295,7 +306,7 @@ class Connection:
                     if len(self._out) + len(self._after_commit or ()) >= REPLY_BACKLOG:
                         self._backlogged = True
                         break
-            if self._held is not None and self.state is not closed:
+            if self._held is not None and self.state is not closed and self._answers_due:
                 self._skim(now)
             if self._input_ended:
                 self._end_if_done(now)
@@ -333,6 +344,8 @@ class Connection:
         if not self.wake_pending:
             self.wake_pending = True
             self.on_output()
+            if self._held is not None:  # its acknowledgements may be due: read it on
+                self.on_resume()
 
     def read_deadline_expired(self, now: float) -> None:
         """The transport's `read_deadline` passed without the bytes it waited for.

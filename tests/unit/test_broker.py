@@ -218,6 +218,47 @@ def test_a_full_queue_holds_its_publisher_until_it_drains() -> None:
     assert pub.connection.held and broker.metrics.publish_dropped == 0
 
 
+def test_a_held_publisher_that_only_publishes_is_left_unread() -> None:
+    """Nothing waits for its acknowledgements, so the transport stops reading it (TCP
+    pushes back on the device) and what it sent behind the held PUBLISH is handled
+    once, in order, when it goes on."""
+    broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    assert pub.connection.held and not pub.connection.wants_input
+    received = sub.publishes()
+    for _ in range(2):
+        received = [p for p in sub.send(PubAck(received[0].packet_id))  # type: ignore[arg-type]
+                    if isinstance(p, Publish)]
+    assert not pub.connection.held  # drained to half: released
+    assert pub.send() == [PubAck(5), PubAck(6), PubAck(7)]
+
+
+def test_a_held_publisher_is_still_read_for_the_acknowledgements_others_wait_for() -> None:
+    """A held publisher that has deliveries in flight itself is read on: its PUBACK is
+    handled at once, so its own queue keeps moving while it waits for another's."""
+    broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 1)
+    both = Peer(broker)
+    both.connect("both")
+    both.subscribe("back", 1)
+    other = Peer(broker)
+    other.connect("other")
+    other.send(Publish("back", b"a", 1, packet_id=1), Publish("back", b"b", 1, packet_id=2))
+    (first,) = both.publishes()  # "b" waits behind it: a window of one
+    both.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    assert both.connection.held and both.connection.wants_input
+    answer = both.send(PubAck(first.packet_id))  # type: ignore[arg-type]
+    assert [p.payload for p in answer if isinstance(p, Publish)] == [b"b"]
+    assert both.connection.held
+
+
 def test_a_stalled_subscriber_stops_holding_publishers_and_its_overflow_is_dropped() -> None:
     broker = Broker(Config(max_queued_messages=3, max_inflight_messages=1, stall_timeout=5))
     sub = Peer(broker)
