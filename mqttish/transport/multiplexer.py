@@ -211,6 +211,8 @@ class Multiplexer:
                 self._handle(fd, mask, now)
                 if self.resumed:
                     self._serve_resumed(now)
+                if self._work:
+                    self._serve_work(now)
             if timers and timers[0][0] <= now:
                 self._expire(now)
             if self._work:
