@@ -250,7 +250,7 @@ class Multiplexer:
             elif mask & _FAILED:  # not reading, and the socket failed: nothing more to do
                 slot.connection.close(now, "connection lost")
                 self._close(slot, now)
-            if not slot.closed:
+            if not slot.closed and not slot.scheduled:  # (if it is, the work updates it)
                 self._update(slot, now)
         except Exception:  # a fault domain: an error of ours ends this connection only
             self._internal_error(slot, now)
