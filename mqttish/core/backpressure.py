@@ -4,14 +4,14 @@ Theory of operation. Every queue a PUBLISH can land in (a session's queue of
 deliveries, a shared group's backlog) is `Drainable`: publishers may wait for
 it. When the fan-out of a PUBLISH meets a full queue whose consumer is making
 progress, the broker stops there and returns a `HeldPublish` (core/broker.py)
-that knows how to finish the fan-out later; the publishing connection waits. While it waits it
-still reads acknowledgements (so nobody waits on it in turn) but defers
-everything else, and once its deferred input is bounded it stops reading: TCP
-then pushes back on the device, and an MQTT 5 client also feels its Receive
-Maximum, because its PUBACK is not sent yet. A queue releases its waiters when
-it has drained to half, and the held fan-out resumes where it stopped, so
-every subscriber receives each message exactly once and nothing acknowledged
-is dropped for a healthy consumer.
+that knows how to finish the fan-out later; the publishing connection waits
+and is not read: TCP then pushes back on the device, and an MQTT 5 client also
+feels its Receive Maximum, because its PUBACK is not sent yet. Only while the
+broker waits for its acknowledgements (deliveries to it in flight) is it read
+on, for those (so nobody waits on it in turn), deferring the rest up to a
+bound. A queue releases its waiters when it has drained to half, and the held
+fan-out resumes where it stopped, so every subscriber receives each message
+exactly once and nothing acknowledged is dropped for a healthy consumer.
 
 A consumer that has made no progress (taken or acknowledged nothing) for
 `stall_timeout` seconds is stalled: it holds nobody back any more, and what

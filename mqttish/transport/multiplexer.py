@@ -12,9 +12,12 @@ registered with an epoll object of ours, whose file descriptor trio watches
 1. it takes the ready sockets in the order the kernel reports them, which is
    the order they became ready, and reads at most one chunk from each, which
    its sans-IO `Connection` handles at once;
-2. then it sends the output of every connection that has some, with
-   non-blocking sends, before it reads again: deliveries and acknowledgements
-   always go out before more input is taken;
+2. after each chunk, it sends the output that chunk made ready, with
+   non-blocking sends, in the order it was made (a message's deliveries, then
+   its PUBACK), before it reads the next socket: deliveries and
+   acknowledgements always go out before more input is taken, and a
+   subscriber whose acknowledgements reopened its window gets its next
+   messages while the publishers are read;
 3. then it sleeps until a socket is ready (trio's poll answers at once if one
    already is), a deadline passes, or another task gives one of its connections
    output (which cancels the sleep); with work left over, it only lets other
