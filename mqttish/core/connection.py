@@ -287,6 +287,7 @@ class Connection:
             return  # nothing more until the credentials are checked
         handlers = self._handlers
         handle_publish = self._handle_publish
+        take_puback = decoder.take_puback
         next_packet = decoder.next
         closed = _CLOSED
         count = 0
@@ -294,7 +295,13 @@ class Connection:
             if self._unblocked or self._deferred:
                 self._go_on(now)
             if self._held is None and not self._backlogged:
-                while (packet := next_packet()) is not NEED_DATA:
+                while True:
+                    if packet_id := take_puback():
+                        count += 1
+                        self._puback(packet_id, now)
+                        continue
+                    if (packet := next_packet()) is NEED_DATA:
+                        break
                     count += 1
                     if type(packet) is Publish:
                         handle_publish(packet, now)
@@ -903,9 +910,12 @@ class Connection:
             self._send(PubRec(packet.packet_id or 0, answer))
 
     def _handle_puback(self, packet: PubAck, now: float) -> None:
+        self._puback(packet.packet_id, now)
+
+    def _puback(self, packet_id: int, now: float) -> None:
         session = self._require_session()
-        if session.acknowledged(packet.packet_id) is None:
-            log.debug("%s acknowledged unknown packet id %d", self.name, packet.packet_id)
+        if session.acknowledged(packet_id) is None:
+            log.debug("%s acknowledged unknown packet id %d", self.name, packet_id)
         else:
             self._window_opened(session, now)
 

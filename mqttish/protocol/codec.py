@@ -682,6 +682,20 @@ class PacketDecoder:
             self.version = cast(Connect, packet).protocol_level
         return packet
 
+    def take_puback(self) -> int:
+        """The packet id of the next packet if it is a PUBACK of four bytes (no reason
+        code), consumed; 0, with nothing consumed, if it is anything else. Most of what
+        a subscriber sends is these: its broker handles them without building a packet
+        each."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos >= 4 and buf[pos] == 0x40 and buf[pos + 1] == 2:
+            packet_id = buf[pos + 2] << 8 | buf[pos + 3]
+            if packet_id:  # (id 0 is malformed: `next` says so)
+                self._pos = pos + 4
+                return packet_id
+        return 0
+
     def _need_more(self, size: int) -> Packet | _NeedData:
         self._need = size
         if self._pos >= len(self._buf):
