@@ -259,6 +259,27 @@ def test_a_held_publisher_is_still_read_for_the_acknowledgements_others_wait_for
     assert both.connection.held
 
 
+def test_a_held_publisher_is_read_again_once_deliveries_to_it_need_acknowledging() -> None:
+    """It was left unread; a message for it makes its acknowledgements due, and the
+    transport is told to read it again (`on_resume`), or its queue could not drain."""
+    broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
+    sub = Peer(broker)
+    sub.connect("sub")
+    sub.subscribe("t", 1)
+    pub = Peer(broker)
+    pub.connect("pub")
+    pub.subscribe("back", 1)
+    resumed: list[bool] = []
+    pub.connection.on_resume = lambda: resumed.append(True)  # type: ignore[method-assign]
+    pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    assert pub.connection.held and not pub.connection.wants_input and not resumed
+    other = Peer(broker)
+    other.connect("other")
+    other.send(Publish("back", b"for pub", 1, packet_id=1))
+    assert resumed and pub.connection.wants_input
+    assert [p.payload for p in pub.publishes()] == [b"for pub"]
+
+
 def test_a_stalled_subscriber_stops_holding_publishers_and_its_overflow_is_dropped() -> None:
     broker = Broker(Config(max_queued_messages=3, max_inflight_messages=1, stall_timeout=5))
     sub = Peer(broker)

@@ -21,7 +21,7 @@ from mqttish.protocol.packets import (
     Subscribe,
     SubscriptionRequest,
 )
-from tests.conftest import BrokerThread, missing
+from tests.conftest import BrokerThread, missing, websocket_listeners
 from tests.wire.paho_client import PahoClient
 from tests.wire.raw_client import RawClient
 
@@ -150,3 +150,33 @@ def test_a_stalled_subscriber_holds_publishers_no_longer_than_the_stall_timeout(
     assert metrics.consumers_stalled == 1
     assert metrics.publish_dropped > 0  # the stuck one's overflow, counted
     stuck.close()
+
+
+@pytest.mark.parametrize("transports", [("tcp", "tcp"), ("websockets", "websockets"),
+                                        ("tcp", "websockets")])
+def test_two_clients_flooding_each_other_both_get_everything(
+        start_broker: Callable[..., BrokerThread], transports: tuple[str, str]) -> None:
+    """Each publishes to the other as fast as it may, into queues of 10: each is held by
+    the other's full queue, and is still read for the acknowledgements that queue waits
+    for, over TCP (the multiplexer) and WebSocket (a task per connection) alike. Neither
+    stalls, nothing is dropped, both get everything in order."""
+    broker = start_broker(listeners=websocket_listeners(), max_queued_messages=10,
+                          max_inflight_messages=2)
+    ports = dict(zip(("tcp", "websockets"), broker.ports, strict=True))
+    a = PahoClient(ports[transports[0]], "a", transport=transports[0])
+    b = PahoClient(ports[transports[1]], "b", transport=transports[1])
+    try:
+        a.subscribe("to/a", 1)
+        b.subscribe("to/b", 1)
+        count = 400
+        for n in range(count):
+            a.publish("to/b", str(n), qos=1, wait=False)
+            b.publish("to/a", str(n), qos=1, wait=False)
+        expected = [str(n).encode() for n in range(count)]
+        assert [m.payload for m in a.expect(count, timeout=30)] == expected
+        assert [m.payload for m in b.expect(count, timeout=30)] == expected
+    finally:
+        a.disconnect()
+        b.disconnect()
+    assert broker.broker.metrics.publish_dropped == 0
+    assert broker.broker.metrics.consumers_stalled == 0
