@@ -65,6 +65,10 @@ log = logging.getLogger("mqttish.connection")
 DISCONNECT_REASON_CODES = ALLOWED_REASON_CODES["DISCONNECT"]
 REPLY_BACKLOG = 1000  # replies (PUBACK, PINGRESP, ...) waiting to be sent, at most
 DEFER_LIMIT = 65536  # bytes of packets a held publisher may have waiting behind its PUBLISH
+# Packets (acknowledgements aside) handled per call of receive_data: the rest waits a
+# turn, so that a large read from one client (a released publisher's 64 KiB) does not
+# keep others' input waiting, above all a subscriber's acknowledgements.
+PACKETS_PER_TURN = 16
 
 
 class ListenerCounters(Protocol):
@@ -104,6 +108,7 @@ class Connection:
         "_out",
         "_publish_grants",
         "_resend_later",
+        "_turn_over",
         "_unblocked",
         "_waiting_commit",
         "broker",
@@ -192,6 +197,7 @@ class Connection:
         # receive_data) again after `wants_input` was false.
         self.on_resume = on_resume
         self._backlogged = False  # too many replies unread: input stopped until they go
+        self._turn_over = False  # PACKETS_PER_TURN handled: the rest after others' turn
         self._input_ended = False  # the client closed its side; what it sent is still handled
         # Backpressure: the PUBLISH whose fan-out waits for a full queue, and the packets
         # read behind it, which wait their turn (acknowledgements do not: see _skim).
@@ -223,15 +229,18 @@ class Connection:
         publishes but never reads costs bounded memory), nor while a PUBLISH is held
         (backpressure reaches the client through TCP) unless the broker waits for the
         client's acknowledgements, and then only until DEFER_LIMIT bytes of packets
-        wait behind it, nor while its CONNECT's credentials are being checked.
+        wait behind it, nor while its CONNECT's credentials are being checked, nor
+        while what it read waits for its next turn (PACKETS_PER_TURN).
         `on_resume` is called when this turns true again (for a held publisher, also
-        when output for it may make its acknowledgements due).
+        when output for it may make its acknowledgements due), and to ask for the
+        next turn.
         """
-        return not self._backlogged and self.pending_connect is None and (
-            self._held is None or (self._deferred_bytes < DEFER_LIMIT and self._answers_due))
+        return not self._backlogged and not self._turn_over \
+            and self.pending_connect is None and (
+                self._held is None or (self._deferred_bytes < DEFER_LIMIT and self.answers_due))
 
     @property
-    def _answers_due(self) -> bool:
+    def answers_due(self) -> bool:
         """Does the broker wait for this client's acknowledgements (of deliveries in
         flight or about to be)? Only then is a held publisher read on (`_skim`): one
         that only publishes is left unread, so its PUBLISH packets are decoded and
@@ -274,6 +283,7 @@ class Connection:
         """
         if self.state is _CLOSED:
             return
+        self._turn_over = False
         if data:
             self.last_input = now
             self.metrics.bytes_received += len(data)
@@ -287,16 +297,19 @@ class Connection:
             return  # nothing more until the credentials are checked
         handlers = self._handlers
         handle_publish = self._handle_publish
-        take_puback = decoder.take_puback
         next_packet = decoder.next
         closed = _CLOSED
-        count = 0
+        count = turn = 0
+        take_puback = decoder.take_puback
+        session = self.session
+        # Only a client with deliveries in flight sends PUBACKs worth the fast path.
+        acks_due = session is not None and bool(session.outgoing.flights)
         try:
             if self._unblocked or self._deferred:
                 self._go_on(now)
             if self._held is None and not self._backlogged:
                 while True:
-                    if packet_id := take_puback():
+                    if acks_due and (packet_id := take_puback()):
                         count += 1
                         self._puback(packet_id, now)
                         continue
@@ -313,7 +326,12 @@ class Connection:
                     if len(self._out) + len(self._after_commit or ()) >= REPLY_BACKLOG:
                         self._backlogged = True
                         break
-            if self._held is not None and self.state is not closed and self._answers_due:
+                    turn += 1
+                    if turn >= PACKETS_PER_TURN and decoder.buffered:
+                        self._turn_over = True
+                        self.on_resume()
+                        break
+            if self._held is not None and self.state is not closed and self.answers_due:
                 self._skim(now)
             if self._input_ended:
                 self._end_if_done(now)

@@ -65,6 +65,9 @@ log = logging.getLogger("mqttish.multiplexer")
 
 AVAILABLE = hasattr(select, "epoll")
 MAX_EVENTS = 1024  # sockets handled per round
+# Between released publishers' turns, subscribers whose acknowledgements arrived are
+# read if the last poll is this old (seconds): see `_serve_resumed`.
+CONSUMERS_EVERY = 0.0001
 ACCEPT_BATCH = 64  # connections accepted per listener per round
 
 _IN = getattr(select, "EPOLLIN", 1)
@@ -147,6 +150,7 @@ class Multiplexer:
         self._timers: list[tuple[float, int, _Slot | _Listener]] = []
         self._sequence = itertools.count()
         self._wake = trio.CancelScope()  # cancelled to wake the task, see `run`
+        self._polled_at = 0.0  # when the epoll was last asked for ready sockets
         self._sleeping = False
         self._closed_all: trio.Event | None = None  # made when someone waits for it
 
@@ -209,7 +213,7 @@ class Multiplexer:
         epoll_fd = self._epoll.fileno()
         while True:
             events = poll(0, MAX_EVENTS)
-            now = trio.current_time()
+            now = self._polled_at = trio.current_time()
             for fd, mask in events:
                 self._handle(fd, mask, now)
                 if self.resumed:
@@ -249,7 +253,8 @@ class Multiplexer:
             if mask & _OUT and slot.pending is not None:
                 self._send(slot, now)
             if mask & _IN:
-                self._read(slot, now)
+                if not slot.resume:  # (else its buffered input goes first)
+                    self._read(slot, now)
             elif mask & _FAILED:  # not reading, and the socket failed: nothing more to do
                 slot.connection.close(now, "connection lost")
                 self._close(slot, now)
@@ -305,6 +310,27 @@ class Multiplexer:
                 slot.connection.receive_data(b"", now)
             except Exception:
                 self._internal_error(slot, now)
+            self._serve_consumers_if_due()
+
+    def _serve_consumers_if_due(self) -> None:
+        """Between turns of buffered input (PACKETS_PER_TURN each), read the sockets of
+        clients whose acknowledgements the broker waits for, and send what that made
+        ready: ten released publishers' turns take milliseconds, and a subscriber's
+        window must not stay shut meanwhile. Others wait for the next round."""
+        now = trio.current_time()
+        if now - self._polled_at < CONSUMERS_EVERY:
+            return
+        self._polled_at = now
+        for fd, mask in self._epoll.poll(0, MAX_EVENTS):
+            slot = self._slots.get(fd)
+            if slot is None or not mask & _IN or not slot.connection.answers_due:
+                continue  # the others wait for the next round
+            self._handle(fd, mask, now)
+            if slot.scheduled and slot.pending is None and not slot.closed:
+                try:
+                    self._send(slot, now)
+                except Exception:
+                    self._internal_error(slot, now)
 
     def _serve_work(self, now: float) -> None:
         work, self._work = self._work, []
@@ -312,16 +338,19 @@ class Multiplexer:
             slot.scheduled = False
             if slot.closed:
                 continue
+            went_on = slot.resume
             try:
-                if slot.resume:
+                if went_on:
                     slot.resume = False
                     slot.connection.receive_data(b"", now)
-                if slot.pending is None:
+                if slot.pending is None and not slot.resume:  # (else after its last turn)
                     self._send(slot, now)
                 if not slot.closed:
                     self._update(slot, now)
             except Exception:
                 self._internal_error(slot, now)
+            if went_on:
+                self._serve_consumers_if_due()
 
     def _send(self, slot: _Slot, now: float) -> None:
         """Send pending output, then whatever the connection has ready, until the
@@ -371,7 +400,9 @@ class Multiplexer:
             want = _IN | (_OUT if slot.pending is not None else 0)
             deadline = slot.closing_at
         else:
-            want = (_IN if connection.wants_input and not slot.eof else 0) | (
+            # A connection that goes on with buffered input next (`resume`) stays
+            # watched: it is read after its turn, and not registered again every turn.
+            want = (_IN if (connection.wants_input or slot.resume) and not slot.eof else 0) | (
                 _OUT if slot.pending is not None else 0)
             deadline = connection.read_deadline(now)
         if want != slot.mask:
