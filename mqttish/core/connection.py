@@ -65,9 +65,9 @@ log = logging.getLogger("mqttish.connection")
 DISCONNECT_REASON_CODES = ALLOWED_REASON_CODES["DISCONNECT"]
 REPLY_BACKLOG = 1000  # replies (PUBACK, PINGRESP, ...) waiting to be sent, at most
 DEFER_LIMIT = 65536  # bytes of packets a held publisher may have waiting behind its PUBLISH
-# Packets (acknowledgements aside) handled per call of receive_data: the rest waits a
-# turn, so that a large read from one client (a released publisher's 64 KiB) does not
-# keep others' input waiting, above all a subscriber's acknowledgements.
+# Packets (acknowledgements aside) a publisher catching up after a hold handles per call
+# of receive_data: the rest waits a turn, so that what it read meanwhile (up to 64 KiB)
+# does not keep others' input waiting, above all a subscriber's acknowledgements.
 PACKETS_PER_TURN = 16
 
 
@@ -100,6 +100,7 @@ class Connection:
     __slots__ = (
         "_after_commit",
         "_backlogged",
+        "_catching_up",
         "_deferred",
         "_deferred_bytes",
         "_held",
@@ -198,6 +199,9 @@ class Connection:
         self.on_resume = on_resume
         self._backlogged = False  # too many replies unread: input stopped until they go
         self._turn_over = False  # PACKETS_PER_TURN handled: the rest after others' turn
+        # Held since it last sent no more than a turn's worth: what it read meanwhile goes
+        # in turns, so that its catching up does not keep others waiting.
+        self._catching_up = False
         self._input_ended = False  # the client closed its side; what it sent is still handled
         # Backpressure: the PUBLISH whose fan-out waits for a full queue, and the packets
         # read behind it, which wait their turn (acknowledgements do not: see _skim).
@@ -314,6 +318,8 @@ class Connection:
                         self._puback(packet_id, now)
                         continue
                     if (packet := next_packet()) is NEED_DATA:
+                        if data and turn < PACKETS_PER_TURN:
+                            self._catching_up = False  # it sends no more than it is served
                         break
                     count += 1
                     if type(packet) is Publish:
@@ -327,7 +333,7 @@ class Connection:
                         self._backlogged = True
                         break
                     turn += 1
-                    if turn >= PACKETS_PER_TURN and decoder.buffered:
+                    if turn >= PACKETS_PER_TURN and self._catching_up and decoder.buffered:
                         self._turn_over = True
                         self.on_resume()
                         break
@@ -866,6 +872,7 @@ class Connection:
         changes waits until they are committed."""
         if not isinstance(routed, int):
             self._held = (routed, packet, mark)
+            self._catching_up = True
             if self._hold_started is None:
                 self._hold_started = routed.since
             return
