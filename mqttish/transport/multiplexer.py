@@ -18,7 +18,13 @@ registered with an epoll object of ours, whose file descriptor trio watches
    acknowledgements always go out before more input is taken, and a
    subscriber whose acknowledgements reopened its window gets its next
    messages while the publishers are read;
-3. then it sleeps until a socket is ready (trio's poll answers at once if one
+3. connections that go on with input they read before (a publisher released
+   by a drained queue, or one catching up after a hold, which goes in turns of
+   PACKETS_PER_TURN) go next, and between their turns the subscribers whose
+   acknowledgements have arrived are read (`_serve_consumers_if_due`): ten
+   publishers catching up take milliseconds, and a window of 20 in flight
+   must not stay shut that long;
+4. then it sleeps until a socket is ready (trio's poll answers at once if one
    already is), a deadline passes, or another task gives one of its connections
    output (which cancels the sleep); with work left over, it only lets other
    trio tasks run before it goes round again.
