@@ -463,6 +463,7 @@ class Broker:
                 delivery = plain
             session = target.session
             if (publisher is not None and len(session.queue) >= session.hold_at
+                    and not session.stalled  # (it holds nobody: dropped, counted, at once)
                     and session.connection is not None and session.crowded(delivery)
                     and self._holds(session, publisher, granted, now, since)):
                 return HeldPublish(message, match, index, session, since)

@@ -329,7 +329,8 @@ class Multiplexer:
         self._polled_at = now
         for fd, mask in self._epoll.poll(0, MAX_EVENTS):
             slot = self._slots.get(fd)
-            if slot is None or not mask & _IN or not slot.connection.answers_due:
+            if slot is None or slot.resume or not mask & _IN \
+                    or not slot.connection.answers_due:
                 continue  # the others wait for the next round
             self._handle(fd, mask, now)
             if slot.scheduled and slot.pending is None and not slot.closed:
@@ -365,7 +366,8 @@ class Multiplexer:
         send = slot.sock.send
         while True:
             data: memoryview | bytes | None = slot.pending
-            if data is None:
+            ready = data is None
+            if ready:
                 data = connection.data_to_send(now)
                 if not data:
                     return
@@ -382,6 +384,8 @@ class Multiplexer:
                 slot.pending = memoryview(data)[sent:]
                 return
             slot.pending = None
+            if ready:
+                return  # (`data_to_send` gave everything it had)
 
     def _update(self, slot: _Slot, now: float) -> None:
         """Watch the socket for what the connection needs now, and set its deadline."""
