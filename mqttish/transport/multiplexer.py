@@ -365,12 +365,14 @@ class Multiplexer:
         connection = slot.connection
         send = slot.sock.send
         while True:
-            data: memoryview | bytes | None = slot.pending
-            ready = data is None
-            if ready:
+            pending = slot.pending
+            data: memoryview | bytes
+            if pending is None:
                 data = connection.data_to_send(now)
                 if not data:
                     return
+            else:
+                data = pending
             try:
                 sent = send(data)
             except BlockingIOError:
@@ -384,7 +386,7 @@ class Multiplexer:
                 slot.pending = memoryview(data)[sent:]
                 return
             slot.pending = None
-            if ready:
+            if pending is None:
                 return  # (`data_to_send` gave everything it had)
 
     def _update(self, slot: _Slot, now: float) -> None:
