@@ -218,17 +218,30 @@ def test_a_full_queue_holds_its_publisher_until_it_drains() -> None:
     assert pub.connection.held and broker.metrics.publish_dropped == 0
 
 
-def test_a_held_publisher_that_only_publishes_is_left_unread() -> None:
-    """Nothing waits for its acknowledgements, so the transport stops reading it (TCP
-    pushes back on the device) and what it sent behind the held PUBLISH is handled
-    once, in order, when it goes on."""
-    broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
+def _held_set_up(broker: Broker, subscribes_back: bool) -> tuple[Peer, Peer]:
+    """A subscriber to t at QoS 1 and a publisher ("pub", subscribed to back if asked),
+    before the publisher floods t (`_ten_to_t`)."""
     sub = Peer(broker)
     sub.connect("sub")
     sub.subscribe("t", 1)
     pub = Peer(broker)
     pub.connect("pub")
-    pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    if subscribes_back:
+        pub.subscribe("back", 1)
+    return sub, pub
+
+
+def _ten_to_t() -> list[Publish]:
+    return [Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)]
+
+
+def test_a_held_publisher_that_only_publishes_is_left_unread() -> None:
+    """Nothing waits for its acknowledgements, so the transport stops reading it (TCP
+    pushes back on the device) and what it sent behind the held PUBLISH is handled
+    once, in order, when it goes on."""
+    broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
+    sub, pub = _held_set_up(broker, subscribes_back=False)
+    pub.send(*_ten_to_t())
     assert pub.connection.held and not pub.connection.wants_input
     received = sub.publishes()
     for _ in range(2):
@@ -242,17 +255,12 @@ def test_a_held_publisher_is_still_read_for_the_acknowledgements_others_wait_for
     """A held publisher that has deliveries in flight itself is read on: its PUBACK is
     handled at once, so its own queue keeps moving while it waits for another's."""
     broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
-    sub = Peer(broker)
-    sub.connect("sub")
-    sub.subscribe("t", 1)
-    both = Peer(broker)
-    both.connect("both")
-    both.subscribe("back", 1)
+    _, both = _held_set_up(broker, subscribes_back=True)
     other = Peer(broker)
     other.connect("other")
     other.send(Publish("back", b"a", 1, packet_id=1), Publish("back", b"b", 1, packet_id=2))
     (first,) = both.publishes()  # "b" waits behind it: a window of one
-    both.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    both.send(*_ten_to_t())
     assert both.connection.held and both.connection.wants_input
     answer = both.send(PubAck(first.packet_id))  # type: ignore[arg-type]
     assert [p.payload for p in answer if isinstance(p, Publish)] == [b"b"]
@@ -263,15 +271,10 @@ def test_a_held_publisher_is_read_again_once_deliveries_to_it_need_acknowledging
     """It was left unread; a message for it makes its acknowledgements due, and the
     transport is told to read it again (`on_resume`), or its queue could not drain."""
     broker = Broker(Config(max_queued_messages=4, max_inflight_messages=1))
-    sub = Peer(broker)
-    sub.connect("sub")
-    sub.subscribe("t", 1)
-    pub = Peer(broker)
-    pub.connect("pub")
-    pub.subscribe("back", 1)
+    _, pub = _held_set_up(broker, subscribes_back=True)
     resumed: list[bool] = []
     pub.connection.on_resume = lambda: resumed.append(True)  # type: ignore[method-assign]
-    pub.send(*(Publish("t", str(i).encode(), 1, packet_id=i + 1) for i in range(10)))
+    pub.send(*_ten_to_t())
     assert pub.connection.held and not pub.connection.wants_input and not resumed
     other = Peer(broker)
     other.connect("other")
