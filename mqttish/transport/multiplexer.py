@@ -71,8 +71,8 @@ log = logging.getLogger("mqttish.multiplexer")
 
 AVAILABLE = hasattr(select, "epoll")
 MAX_EVENTS = 1024  # sockets handled per round
-# Between released publishers' turns, subscribers whose acknowledgements arrived are
-# read if the last poll is this old (seconds): see `_serve_resumed`.
+# Between turns of buffered input, subscribers whose acknowledgements arrived are read
+# if the last poll is this old (seconds): see `_serve_consumers_if_due`.
 CONSUMERS_EVERY = 0.0001
 ACCEPT_BATCH = 64  # connections accepted per listener per round
 
